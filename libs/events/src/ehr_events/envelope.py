@@ -1,0 +1,109 @@
+"""The event envelope: CloudEvents 1.0 with the Kafka protocol binding, binary mode.
+
+Attributes travel as ``ce_*`` headers, the event data as the JSON message value.
+Extension attribute names are lower-case alphanumerics, as the spec requires.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+#: Extension attributes of the platform, by envelope field name.
+EXTENSIONS = {
+    "aggregateversion": "aggregateversion",
+    "patientid": "patientid",
+    "actor": "actor",
+    "actorrole": "actorrole",
+    "organization": "organization",
+    "traceparent": "traceparent",
+    "sequence": "sequence",
+}
+
+
+class EnvelopeError(ValueError):
+    """A Kafka message is not a valid CloudEvent of this platform."""
+
+
+class Envelope(BaseModel):
+    """One integration event as it crosses service lines."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    source: str
+    type: str
+    subject: str | None = None
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    datacontenttype: str = CONTENT_TYPE
+    specversion: str = SPECVERSION
+    #: Version of the aggregate after this event.
+    aggregateversion: int | None = None
+    #: The patient this event concerns; the Kafka key, so per-patient order holds.
+    patientid: str | None = None
+    actor: str | None = None
+    actorrole: str | None = None
+    organization: str | None = None
+    traceparent: str | None = None
+    #: Position of the event in its source's notification log.
+    sequence: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Partition key: the patient, or the aggregate when there is none."""
+        return self.patientid or self.subject or self.id
+
+    def to_kafka(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """Key, value and headers of the Kafka message (binary content mode)."""
+        headers: list[tuple[str, bytes]] = [
+            ("ce_specversion", self.specversion.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_time", self.time.isoformat().encode()),
+            ("content-type", self.datacontenttype.encode()),
+        ]
+        if self.subject is not None:
+            headers.append(("ce_subject", self.subject.encode()))
+        for field in EXTENSIONS:
+            value = getattr(self, field)
+            if value is not None:
+                headers.append((f"ce_{field}", str(value).encode()))
+        value_bytes = json.dumps(self.data, separators=(",", ":"), sort_keys=True).encode()
+        return self.key.encode(), value_bytes, headers
+
+    @classmethod
+    def from_kafka(cls, headers: Any, value: bytes | None) -> Envelope:
+        """Parse a Kafka message written by :meth:`to_kafka`."""
+        attrs: dict[str, Any] = {}
+        for name, raw in headers or ():
+            text = raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+            if name == "content-type":
+                attrs["datacontenttype"] = text
+            elif name.startswith("ce_"):
+                attrs[name[3:]] = text
+        for required in ("id", "source", "type", "specversion"):
+            if required not in attrs:
+                raise EnvelopeError(f"missing CloudEvents attribute {required!r}")
+        if attrs["specversion"] != SPECVERSION:
+            raise EnvelopeError("unsupported CloudEvents specversion")
+        try:
+            attrs["data"] = json.loads(value or b"{}")
+        except json.JSONDecodeError as exc:
+            raise EnvelopeError("event data is not JSON") from exc
+        known = set(cls.model_fields)
+        unknown = set(attrs) - known
+        for name in unknown:  # unknown extensions are allowed by the spec; we drop them
+            attrs.pop(name)
+        try:
+            return cls.model_validate(attrs)
+        except ValueError as exc:
+            raise EnvelopeError("invalid CloudEvents attributes") from exc

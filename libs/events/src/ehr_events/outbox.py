@@ -1,0 +1,233 @@
+"""The outbox relay: from a service's notification log to its Kafka topic.
+
+The ``eventsourcing`` notification log is the transactional outbox: an event is in
+it exactly when its aggregate change is committed. The relay reads notifications
+after its stored position, translates each domain event into an integration event
+of the catalogue (or skips it, for events that stay private), produces them with
+``acks="all"`` and stores the new position only once the broker has acknowledged
+all of them. Killed at any moment, it restarts from the stored position: nothing
+is lost, and what is sent twice carries the same event id, so consumers drop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from eventsourcing.application import Application
+from eventsourcing.persistence import Notification
+from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, select
+
+from .catalogue import Catalogue, IntegrationEvent, load_all
+from .envelope import Envelope
+
+log = logging.getLogger("ehr.relay")
+
+#: Namespace of envelope ids: one id per (source, aggregate, version), stable on replay.
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c1d7e-3a55-4c1b-9a43-5a0c2b7e9d10")
+
+Translator = Callable[[Any], IntegrationEvent | None]
+
+_metadata = MetaData()
+relay_positions = Table(
+    "outbox_relay_positions",
+    _metadata,
+    Column("relay", String(100), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+
+def topic_for(context: str) -> str:
+    """The Kafka topic of a bounded context."""
+    return f"ehr.{context}.events"
+
+
+def event_id(source: str, originator_id: Any, originator_version: int) -> str:
+    """Envelope id of an event: deterministic, so a republished event keeps its id."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}/{originator_id}/{originator_version}"))
+
+
+class PositionStore:
+    """The relay's position, kept in the service's own database."""
+
+    def __init__(self, engine: Engine, relay: str) -> None:
+        self.engine = engine
+        self.relay = relay
+        _metadata.create_all(engine)
+
+    def get(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(relay_positions.c.position).where(relay_positions.c.relay == self.relay)
+            ).scalar_one_or_none()
+        return int(value or 0)
+
+    def set(self, position: int) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                relay_positions.update()
+                .where(relay_positions.c.relay == self.relay)
+                .values(position=position)
+            ).rowcount
+            if not updated:
+                conn.execute(relay_positions.insert().values(relay=self.relay, position=position))
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3) -> None:
+    """Create topics that do not exist yet (production creates them declaratively)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def make_producer(bootstrap: str) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas (``acks="all"``)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=15000,
+    )
+
+
+class OutboxRelay:
+    """Relays one service's notification log to its topic."""
+
+    def __init__(
+        self,
+        app: Application,
+        translate: Translator,
+        *,
+        source: str,
+        positions: PositionStore,
+        bootstrap: str,
+        topic: str | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 0.05,
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        self.app = app
+        self.translate = translate
+        self.source = source
+        self.topic = topic or topic_for(source)
+        self.positions = positions
+        self.bootstrap = bootstrap
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.catalogue = catalogue or load_all()
+        self.position = positions.get()
+        self._producer: AIOKafkaProducer | None = None
+        self.published = 0
+
+    def envelope_for(self, notification: Notification) -> Envelope | None:
+        """The envelope of a notification, or None for events kept private."""
+        domain_event = self.app.mapper.to_domain_event(notification)
+        integration = self.translate(domain_event)
+        if integration is None:
+            return None
+        # the relay refuses to publish what the catalogue does not know
+        data = integration.model_dump(mode="json")
+        self.catalogue.validate(integration.event_type, data)
+        actor = getattr(domain_event, "actor", None) or {}
+        patient_id = data.get("patient_id")
+        return Envelope(
+            id=event_id(self.source, notification.originator_id, notification.originator_version),
+            source=self.source,
+            type=integration.event_type,
+            subject=str(notification.originator_id),
+            time=domain_event.timestamp,
+            aggregateversion=notification.originator_version,
+            patientid=str(patient_id) if patient_id else None,
+            actor=actor.get("sub"),
+            actorrole=actor.get("role"),
+            organization=actor.get("org"),
+            traceparent=getattr(domain_event, "traceparent", None),
+            sequence=notification.id,
+            data=data,
+        )
+
+    def _select(self) -> list[Notification]:
+        return list(
+            self.app.recorder.select_notifications(
+                start=self.position, limit=self.batch_size, inclusive_of_start=False
+            )
+        )
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            await ensure_topics(self.bootstrap, [self.topic])
+            producer = make_producer(self.bootstrap)
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception:  # noqa: BLE001 - closing a broken client
+                pass
+
+    async def run_once(self) -> int:
+        """Relay one batch; returns how many notifications it moved past."""
+        notifications = await asyncio.to_thread(self._select)
+        if not notifications:
+            return 0
+        envelopes = [e for n in notifications if (e := self.envelope_for(n)) is not None]
+        if envelopes:
+            producer = await self._ensure_producer()
+            futures = []
+            for envelope in envelopes:
+                key, value, headers = envelope.to_kafka()
+                futures.append(await producer.send(self.topic, value, key=key, headers=headers))
+            await asyncio.gather(*futures)
+        last = notifications[-1].id
+        await asyncio.to_thread(self.positions.set, last)
+        self.position = last
+        self.published += len(envelopes)
+        return len(notifications)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Relay until ``stop`` is set, retrying with back-off when the broker is away."""
+        stop = stop or asyncio.Event()
+        backoff = 0.5
+        log.info("relay %s starts after position %d", self.source, self.position)
+        while not stop.is_set():
+            try:
+                moved = await self.run_once()
+                backoff = 0.5
+            except Exception as exc:  # noqa: BLE001 - broker or database away: retry
+                log.warning("relay %s: retrying after %s", self.source, type(exc).__name__)
+                await self._drop_producer()
+                moved = 0
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if moved == 0:
+                await _sleep_or_stop(stop, self.poll_interval)
+        await self._drop_producer()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
