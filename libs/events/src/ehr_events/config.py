@@ -52,6 +52,8 @@ class ServiceSettings(BaseSettings):
     identity_url: str = "http://127.0.0.1:8001"
     records_url: str = "http://127.0.0.1:8002"
     projections_url: str = "http://127.0.0.1:8003"
+    #: PostgreSQL schema of this service's tables; the service name when empty.
+    db_schema: str = ""
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 1024 * 1024
 
@@ -92,7 +94,7 @@ def eventsourcing_env(settings: ServiceSettings, service: str) -> dict[str, str]
                 "POSTGRES_PORT": str(parts.port or 5432),
                 "POSTGRES_USER": unquote(parts.username or ""),
                 "POSTGRES_PASSWORD": unquote(parts.password or ""),
-                "POSTGRES_SCHEMA": service,
+                "POSTGRES_SCHEMA": schema_for(settings, service) or service,
                 "POSTGRES_POOL_SIZE": "5",
                 "POSTGRES_MAX_OVERFLOW": "10",
                 "POSTGRES_CONNECT_TIMEOUT": "5",
@@ -132,7 +134,9 @@ def sqlalchemy_url(settings: ServiceSettings, service: str, name: str = "events"
 
 def schema_for(settings: ServiceSettings, service: str) -> str | None:
     """The PostgreSQL schema a service's tables live in (None on SQLite)."""
-    return service if settings.uses_postgres() else None
+    if not settings.uses_postgres():
+        return None
+    return settings.db_schema or service
 
 
 def env_flag(name: str, default: bool = False) -> bool:
