@@ -86,6 +86,7 @@ def eventsourcing_env(settings: ServiceSettings, service: str) -> dict[str, str]
     }
     if settings.uses_postgres():
         parts = urlsplit(settings.database_url)
+        create_schema(settings.database_url, schema_for(settings, service) or service)
         env.update(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -130,6 +131,15 @@ def sqlalchemy_url(settings: ServiceSettings, service: str, name: str = "events"
     folder = settings.var_dir / service
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / (name + '.sqlite3')}"
+
+
+def create_schema(database_url: str, schema: str) -> None:
+    """Create a PostgreSQL schema if it does not exist (the event store needs it first)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(database_url, connect_timeout=5, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
 def schema_for(settings: ServiceSettings, service: str) -> str | None:

@@ -79,22 +79,36 @@ class PositionStore:
                 conn.execute(relay_positions.insert().values(relay=self.relay, position=position))
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3) -> None:
-    """Create topics that do not exist yet (production creates them declaratively)."""
+async def existing_topics(bootstrap: str) -> set[str]:
+    """Names of the topics the broker has."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
-                )
-            except TopicAlreadyExistsError:
-                pass
+        return set(await admin.list_topics())
     finally:
         await admin.close()
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3) -> list[str]:
+    """Create the topics that do not exist yet; returns those it created.
+
+    Only relays create topics (production declares them with the Kafka operator);
+    consumers wait for them, so a relay can tell a broker that lost its log.
+    """
+    missing = [t for t in topics if t not in await existing_topics(bootstrap)]
+    if not missing:
+        return []
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+        )
+    except TopicAlreadyExistsError:
+        return []
+    finally:
+        await admin.close()
+    return missing
 
 
 def make_producer(bootstrap: str) -> AIOKafkaProducer:
@@ -121,6 +135,7 @@ class OutboxRelay:
         topic: str | None = None,
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        check_interval: float = 5.0,
         catalogue: Catalogue | None = None,
     ) -> None:
         self.app = app
@@ -131,6 +146,7 @@ class OutboxRelay:
         self.bootstrap = bootstrap
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.check_interval = check_interval
         self.catalogue = catalogue or load_all()
         self.position = positions.get()
         self._producer: AIOKafkaProducer | None = None
@@ -170,13 +186,35 @@ class OutboxRelay:
             )
         )
 
+    async def check_broker_log(self) -> None:
+        """Republish everything if the broker lost the topic we had published to.
+
+        A topic that is missing while our position is past zero means the broker's
+        log is gone (the memory-only development broker restarted, or a topic was
+        recreated): the event store is the system of record, so start again from 0.
+        Consumers drop what they already applied by event id.
+        """
+        created = await ensure_topics(self.bootstrap, [self.topic])
+        if created and self.position > 0:
+            log.warning(
+                "relay %s: topic %s was missing; republishing from the start",
+                self.source,
+                self.topic,
+            )
+            self.position = 0
+            await asyncio.to_thread(self.positions.set, 0)
+
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            await ensure_topics(self.bootstrap, [self.topic])
+            await self.check_broker_log()
             producer = make_producer(self.bootstrap)
             await producer.start()
             self._producer = producer
         return self._producer
+
+    async def close(self) -> None:
+        """Stop the producer (the relay can run again later, on any event loop)."""
+        await self._drop_producer()
 
     async def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None
@@ -210,8 +248,13 @@ class OutboxRelay:
         stop = stop or asyncio.Event()
         backoff = 0.5
         log.info("relay %s starts after position %d", self.source, self.position)
+        last_check = float("-inf")
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
+                if loop.time() - last_check > self.check_interval:
+                    await self.check_broker_log()
+                    last_check = loop.time()
                 moved = await self.run_once()
                 backoff = 0.5
             except Exception as exc:  # noqa: BLE001 - broker or database away: retry

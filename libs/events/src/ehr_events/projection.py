@@ -36,7 +36,7 @@ from sqlalchemy import (
 
 from .catalogue import Catalogue, CatalogueError, IntegrationEvent, load_all
 from .envelope import Envelope, EnvelopeError
-from .outbox import ensure_topics
+from .outbox import existing_topics
 
 log = logging.getLogger("ehr.projection")
 
@@ -236,6 +236,17 @@ class ProjectionRunner:
             heartbeat_interval_ms=2000,
         )
 
+    async def _wait_for_topics(self, stop: asyncio.Event) -> None:
+        """Wait until the relays have created our topics (consumers never create them)."""
+        while not stop.is_set():
+            missing = set(self.projection.topics) - await existing_topics(self.bootstrap)
+            if not missing:
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+
     async def _consume(
         self,
         stop: asyncio.Event,
@@ -245,7 +256,7 @@ class ProjectionRunner:
     ) -> int:
         """Consume under the current generation until stopped (or idle); returns applied."""
         generation = await asyncio.to_thread(self.generation)
-        await ensure_topics(self.bootstrap, list(self.projection.topics))
+        await self._wait_for_topics(stop)
         consumer = self._consumer(generation)
         await consumer.start()
         total = 0

@@ -1,0 +1,199 @@
+"""The outbox relay and the projection runner against the real broker and databases."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ehr_events.config import ServiceSettings, eventsourcing_env
+from ehr_events.db import make_engine
+from ehr_events.envelope import Envelope
+from ehr_events.outbox import OutboxRelay, PositionStore, event_id, make_producer
+from ehr_events.projection import ProjectionRunner
+from ehr_events.testing import settings_for_test
+
+from .builders import Notes, NotesProjection, test_catalogue, translate
+
+
+class RelayAndRunnerOnSQLite:
+    """The story of one service's outbox through the broker into a read model."""
+
+    database_url = ""
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> ServiceSettings:
+        return settings_for_test(ServiceSettings, tmp_path)
+
+    @pytest.fixture
+    def topic(self) -> str:
+        # each test its own topic, so tests do not see each other's events
+        return f"ehr.testing{uuid.uuid4().hex[:6]}.events"
+
+    def make_relay(self, settings: ServiceSettings, broker: str, topic: str) -> OutboxRelay:
+        app = Notes(env=eventsourcing_env(settings, "testing"))
+        positions = PositionStore(make_engine(settings, "testing"), "testing")
+        return OutboxRelay(
+            app,
+            translate,
+            source="testing",
+            positions=positions,
+            bootstrap=broker,
+            topic=topic,
+            batch_size=7,
+            catalogue=test_catalogue,
+        )
+
+    def make_runner(self, settings: ServiceSettings, broker: str, topic: str) -> ProjectionRunner:
+        projection = NotesProjection()
+        projection.topics = (topic,)
+        return ProjectionRunner(
+            projection, make_engine(settings, "testing", "notes"), bootstrap=broker,
+            catalogue=test_catalogue,
+        )
+
+    @staticmethod
+    async def drain(relay: OutboxRelay) -> None:
+        try:
+            while await relay.run_once():
+                pass
+        finally:
+            await relay.close()
+
+    @staticmethod
+    def checksum(runner: ProjectionRunner) -> str:
+        with runner.engine.connect() as conn:
+            rows = conn.execute(
+                select(NotesProjection.counts).order_by(NotesProjection.counts.c.patient_id)
+            ).all()
+        return hashlib.sha256(json.dumps([list(r) for r in rows]).encode()).hexdigest()
+
+    @staticmethod
+    async def run_until(runner: ProjectionRunner, applied: int, timeout: float = 30) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while await asyncio.to_thread(runner.applied_count) < applied:
+                assert asyncio.get_running_loop().time() < deadline, "projection did not catch up"
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+
+    def test_relay_publishes_every_note_once_and_stores_its_position(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        relay = self.make_relay(settings, broker, topic)
+        notes = [relay.app.take(f"patient-{i % 3}", f"note {i}") for i in range(20)]
+        notes[0].scribble()  # a private event: moved past, never published
+        relay.app.save(notes[0])
+        asyncio.run(self.drain(relay))
+        assert relay.positions.get() == relay.app.recorder.max_notification_id() == 21
+        assert relay.published == 20
+
+        # a restarted relay starts from the stored position and sends nothing again
+        again = self.make_relay(settings, broker, topic)
+        assert again.position == 21
+        assert asyncio.run(again.run_once()) == 0
+
+        runner = self.make_runner(settings, broker, topic)
+        asyncio.run(self.run_until(runner, 20))
+        with runner.engine.connect() as conn:
+            counts = dict(conn.execute(select(NotesProjection.counts)).all())
+        assert counts == {"patient-0": 7, "patient-1": 7, "patient-2": 6}
+
+    def test_envelopes_carry_stable_ids_actor_and_patient_key(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        relay = self.make_relay(settings, broker, topic)
+        note = relay.app.take("patient-x", "text")
+        notification = relay.app.recorder.select_notifications(start=1, limit=1)[0]
+        envelope = relay.envelope_for(notification)
+        assert envelope is not None
+        assert envelope.id == event_id("testing", note.id, 1)
+        assert envelope.key == "patient-x"
+        assert (envelope.actor, envelope.actorrole) == ("user-1", "nurse")
+        assert envelope.type == "ehr.testing.NoteTaken.v2"
+        assert envelope.sequence == notification.id
+
+    def test_position_is_not_stored_when_the_broker_does_not_acknowledge(
+        self, settings: ServiceSettings, topic: str
+    ) -> None:
+        from ehr_events.devinfra import free_port
+
+        relay = self.make_relay(settings, f"127.0.0.1:{free_port()}", topic)
+        relay.app.take("patient-1", "never acknowledged")
+        with pytest.raises(Exception):  # noqa: B017 - any broker error will do
+            asyncio.run(asyncio.wait_for(relay.run_once(), 20))
+        assert relay.positions.get() == 0
+
+    def test_redelivered_and_replayed_events_change_nothing_twice(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        relay = self.make_relay(settings, broker, topic)
+        for i in range(10):
+            relay.app.take(f"patient-{i % 2}", "n")
+        asyncio.run(self.drain(relay))
+        runner = self.make_runner(settings, broker, topic)
+        asyncio.run(self.run_until(runner, 10))
+        before = self.checksum(runner)
+
+        # the relay forgets its position (a broker refilled from the store): all again
+        relay.positions.set(0)
+        asyncio.run(self.drain(self.make_relay(settings, broker, topic)))
+        asyncio.run(self.run_until(runner, 10, timeout=10))
+        assert runner.applied_count() == 10
+        assert self.checksum(runner) == before
+
+        # a rebuild replays both copies of the stream and converges on the same state
+        rebuilt = asyncio.run(runner.rebuild(idle_seconds=2, show_progress=False))
+        assert rebuilt == 10
+        assert self.checksum(runner) == before
+        assert runner.generation() == 2
+
+    def test_unusable_records_are_skipped_not_fatal(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        relay = self.make_relay(settings, broker, topic)
+        relay.app.take("patient-1", "good")
+
+        async def produce_garbage() -> None:
+            producer = make_producer(broker)
+            await producer.start()
+            try:
+                await producer.send_and_wait(topic, b"junk", key=b"k", headers=[("ce_id", b"1")])
+                bad = Envelope(source="testing", type="ehr.testing.Unknown.v1", data={})
+                key, value, headers = bad.to_kafka()
+                await producer.send_and_wait(topic, value, key=key, headers=headers)
+            finally:
+                await producer.stop()
+
+        asyncio.run(self.drain(relay))
+        asyncio.run(produce_garbage())
+        relay.app.take("patient-1", "after the garbage")
+        asyncio.run(self.drain(relay))
+        runner = self.make_runner(settings, broker, topic)
+        asyncio.run(self.run_until(runner, 2))
+        assert runner.applied_count() == 2
+
+
+class TestRelayAndRunnerOnSQLite(RelayAndRunnerOnSQLite):
+    pass
+
+
+@pytest.mark.postgres
+class TestRelayAndRunnerOnPostgreSQL(RelayAndRunnerOnSQLite):
+    @pytest.fixture
+    def settings(self, tmp_path: Path, postgres_url: str, fresh_schema_suffix: str) -> ServiceSettings:
+        return settings_for_test(
+            ServiceSettings,
+            tmp_path,
+            database_url=postgres_url,
+            db_schema=f"testing_{fresh_schema_suffix}",
+        )
