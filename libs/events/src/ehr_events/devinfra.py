@@ -61,12 +61,25 @@ def start_broker(port: int | None = None, log_path: Path | None = None) -> tuple
 
 
 def main() -> None:
-    """``python -m ehr_events.devinfra broker [PORT]``: run the broker in the foreground."""
+    """``python -m ehr_events.devinfra broker [PORT] [LOGFILE]``: run the broker until signalled."""
+    import signal
+
     args = sys.argv[1:]
     if not args or args[0] != "broker":
-        raise SystemExit("usage: python -m ehr_events.devinfra broker [PORT]")
+        raise SystemExit("usage: python -m ehr_events.devinfra broker [PORT] [LOGFILE]")
     port = int(args[1]) if len(args) > 1 else 9092
-    os.execv(broker_command(port)[0], broker_command(port))
+    log_path = Path(args[2]) if len(args) > 2 else None
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    process, port = start_broker(port, log_path)
+    print(f"broker listening on 127.0.0.1:{port} (memory only)", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        process.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    raise SystemExit(process.wait())
 
 
 if __name__ == "__main__":

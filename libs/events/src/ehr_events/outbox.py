@@ -226,12 +226,14 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Relay one batch; returns how many notifications it moved past."""
+        # connect first: finding the broker's log gone resets the position to 0,
+        # and that must happen before the batch is selected
+        producer = await self._ensure_producer()
         notifications = await asyncio.to_thread(self._select)
         if not notifications:
             return 0
         envelopes = [e for n in notifications if (e := self.envelope_for(n)) is not None]
         if envelopes:
-            producer = await self._ensure_producer()
             futures = []
             for envelope in envelopes:
                 key, value, headers = envelope.to_kafka()

@@ -98,3 +98,91 @@ def settings_for_test(
         token_audience=TEST_AUDIENCE,
         **overrides,
     )
+
+
+class ProducerContract:
+    """Base test case for a service that publishes integration events.
+
+    Subclass it (the subclass name must start with ``Test``) and provide
+    ``source``, :meth:`translate` and :meth:`domain_events`, a realistic story
+    driven through the service's own application. The tests prove that what
+    the service would publish is in the catalogue, validates against its schema,
+    belongs to the service's context, and that the story covers every type the
+    context declares.
+    """
+
+    source: str = ""
+    #: Catalogue types of the context the story need not produce (with a reason).
+    not_covered: dict[str, str] = {}
+
+    def translate(self, domain_event: Any) -> Any:
+        raise NotImplementedError
+
+    def domain_events(self) -> list[Any]:
+        raise NotImplementedError
+
+    def published(self) -> list[Any]:
+        return [e for e in (self.translate(d) for d in self.domain_events()) if e is not None]
+
+    def test_every_published_event_is_in_the_catalogue_and_validates(self) -> None:
+        from .catalogue import load_all
+
+        catalogue = load_all()
+        published = self.published()
+        assert published, "the story publishes nothing"
+        for event in published:
+            assert event.event_type in catalogue, f"{event.event_type} is not in the catalogue"
+            catalogue.validate(event.event_type, event.model_dump(mode="json"))
+
+    def test_published_events_belong_to_the_source_context(self) -> None:
+        for event in self.published():
+            assert event.event_type.startswith(f"ehr.{self.source}."), event.event_type
+
+    def test_the_story_covers_every_type_of_the_context(self) -> None:
+        from .catalogue import load_all
+
+        catalogue = load_all()
+        declared = {
+            catalogue.latest_type(t)
+            for t in catalogue.types()
+            if t.startswith(f"ehr.{self.source}.")
+        }
+        produced = {e.event_type for e in self.published()}
+        missing = declared - produced - set(self.not_covered)
+        assert not missing, f"never published by the story: {sorted(missing)}"
+
+
+class ConsumerContract:
+    """Base test case for a projection: it must accept every type on its topics.
+
+    Subclass it and provide :meth:`make_runner` (a runner on a scratch database)
+    and :meth:`envelopes` (decoded events, typically what the producers' stories
+    publish). Applying them twice must change nothing the second time.
+    """
+
+    def make_runner(self, tmp_path: Path) -> Any:
+        raise NotImplementedError
+
+    def envelopes(self) -> list[Any]:
+        raise NotImplementedError
+
+    def test_the_projection_applies_every_event_once(self, tmp_path: Path) -> None:
+        from .catalogue import load_all
+
+        catalogue = load_all()
+        runner = self.make_runner(tmp_path)
+        items = [
+            (envelope, catalogue.upcast(envelope.type, envelope.data))
+            for envelope in self.envelopes()
+        ]
+        assert items, "no events to apply"
+        assert runner.apply_envelopes(items) == len({e.id for e, _ in items})
+        assert runner.apply_envelopes(items) == 0
+
+    def test_the_projection_follows_topics_that_carry_its_types(self) -> None:
+        runner_topics = set(self.make_runner_topics())
+        contexts = {e.type.split(".")[1] for e in self.envelopes()}
+        assert {f"ehr.{c}.events" for c in contexts} <= runner_topics
+
+    def make_runner_topics(self) -> list[str]:
+        raise NotImplementedError

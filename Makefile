@@ -1,0 +1,34 @@
+# Thin entry points; the scripts do the work. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+
+.PHONY: setup run test bench lint fmt clean rebuild rotate-key
+
+setup: ## install uv if missing, then the locked workspace
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) sync --frozen --quiet
+
+run: setup ## the whole platform on the embedded default; gateway on http://127.0.0.1:8000
+	@bash scripts/run.sh
+
+test: setup ## unit, integration (SQLite, PostgreSQL), contract and end-to-end tests
+	@bash scripts/test.sh $(ARGS)
+
+lint: setup
+	@$(UV) run ruff check .
+	@$(UV) run ruff format --check .
+	@$(UV) run mypy libs/events/src
+
+fmt: setup
+	@$(UV) run ruff format .
+	@$(UV) run ruff check --fix .
+
+rebuild: setup ## drop a read model and replay it: make rebuild MODEL=chart|audit
+	@$(UV) run --frozen python -m projections rebuild $(MODEL)
+
+rotate-key: setup ## new token signing key; the old one stays published until its tokens expire
+	@$(UV) run --frozen python -m identity rotate-key
+
+clean:
+	rm -rf var/

@@ -1,0 +1,64 @@
+"""``python -m records serve|relay``: the HTTP API, or the outbox relay."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from .config import SERVICE, RecordsSettings
+
+
+def serve(settings: RecordsSettings, host: str, port: int) -> None:
+    import uvicorn
+    from ehr_events.logs import configure_logging
+
+    from .main import create_app
+
+    configure_logging(SERVICE, settings.log_dir)
+    # log_config=None keeps our handlers; our access log omits query strings
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+
+
+def relay(settings: RecordsSettings) -> None:
+    from ehr_events.db import make_engine
+    from ehr_events.logs import configure_logging
+    from ehr_events.outbox import OutboxRelay, PositionStore
+    from ehr_events.process import run_worker
+
+    from .application import RecordsApplication
+    from .relay import translate
+
+    configure_logging(f"{SERVICE}-relay", settings.log_dir)
+    records = RecordsApplication.from_settings(settings)
+    outbox = OutboxRelay(
+        records,
+        translate,
+        source=SERVICE,
+        positions=PositionStore(make_engine(settings, SERVICE), SERVICE),
+        bootstrap=settings.kafka_bootstrap,
+        batch_size=settings.relay_batch_size,
+        poll_interval=settings.relay_poll_seconds,
+    )
+    try:
+        run_worker(outbox.run)
+    finally:
+        records.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m records", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the HTTP API")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8002)
+    commands.add_parser("relay", help="relay the event store to ehr.records.events")
+    args = parser.parse_args(argv)
+    settings = RecordsSettings()
+    if args.command == "serve":
+        serve(settings, args.host, args.port)
+    else:
+        relay(settings)
+
+
+if __name__ == "__main__":
+    main()
