@@ -1,0 +1,1 @@
+"""The identity service: users, organisations, signing keys and access tokens."""

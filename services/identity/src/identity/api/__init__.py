@@ -1,0 +1,1 @@
+"""HTTP routes of the identity service, one router per resource."""
