@@ -138,7 +138,7 @@ class TokenVerifier:
             if (kid not in self._keys or stale) and not (recently and self._keys):
                 try:
                     await self._fetch()
-                except (httpx.HTTPError, ValueError) as exc:
+                except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
                     if kid not in self._keys:
                         raise InvalidToken("signing keys are unavailable") from exc
         if kid not in self._keys:

@@ -1,0 +1,64 @@
+"""``python -m gateway serve|relay``: the HTTP edge, or the relay of its access decisions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from ehr_events.db import make_engine
+from ehr_events.logs import configure_logging
+from ehr_events.outbox import OutboxRelay, PositionStore
+from ehr_events.process import run_worker
+
+from .access import open_gateway_application
+from .config import GatewaySettings
+from .relay import translate
+
+log = logging.getLogger("gateway")
+
+
+def serve(settings: GatewaySettings, host: str, port: int) -> None:
+    import uvicorn
+
+    from .main import create_app
+
+    configure_logging("gateway", settings.log_dir)
+    log.info("gateway listening on %s:%d (profile %s)", host, port, settings.profile)
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+
+
+def relay(settings: GatewaySettings) -> None:
+    configure_logging("gateway-relay", settings.log_dir)
+    app = open_gateway_application(settings)
+    positions = PositionStore(make_engine(settings, "gateway"), "gateway")
+    outbox = OutboxRelay(
+        app, translate, source="gateway", positions=positions, bootstrap=settings.kafka_bootstrap
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        try:
+            await outbox.run(stop)
+        finally:
+            app.close()
+
+    run_worker(main)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the HTTP gateway")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    commands.add_parser("relay", help="publish access decisions to ehr.gateway.events")
+    args = parser.parse_args(argv)
+    settings = GatewaySettings()
+    if args.command == "serve":
+        serve(settings, args.host, args.port)
+    else:
+        relay(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The gateway's non-FHIR routes: identity's token endpoints and the access log."""

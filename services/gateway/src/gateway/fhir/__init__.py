@@ -1,0 +1,1 @@
+"""The FHIR R4 facade: Patient and AllergyIntolerance over records and the chart."""
