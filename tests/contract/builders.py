@@ -5,9 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-MR_TYPE = {
-    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
-}
+MR_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}
 
 
 def patient(
@@ -20,7 +18,11 @@ def patient(
     return {
         "resourceType": "Patient",
         "identifier": [
-            {"type": MR_TYPE, "system": "urn:ehr:mrn", "value": mrn or f"MRN-{uuid.uuid4().hex[:10]}"}
+            {
+                "type": MR_TYPE,
+                "system": "urn:ehr:mrn",
+                "value": mrn or f"MRN-{uuid.uuid4().hex[:10]}",
+            }
         ],
         "name": [{"family": family, "given": [given]}],
         "gender": "male",

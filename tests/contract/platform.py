@@ -64,7 +64,12 @@ class Platform:
             "records": [py, "-m", "records", "serve", "--port", str(self.ports["records"])],
             "records-relay": [py, "-m", "records", "relay"],
             "projections": [
-                py, "-m", "projections", "serve", "--port", str(self.ports["projections"])
+                py,
+                "-m",
+                "projections",
+                "serve",
+                "--port",
+                str(self.ports["projections"]),
             ],
             "chart-projector": [py, "-m", "projections", "run", "chart"],
             "audit-projector": [py, "-m", "projections", "run", "audit"],

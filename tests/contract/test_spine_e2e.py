@@ -142,7 +142,9 @@ def test_search_pages_with_count_and_opaque_links(
     client: httpx.Client, physician: dict[str, str], created: dict[str, Any]
 ) -> None:
     # the create-then-read test made five patients named Readback
-    response = client.get("/fhir/Patient", params={"family": "Readback", "_count": 2}, headers=physician)
+    response = client.get(
+        "/fhir/Patient", params={"family": "Readback", "_count": 2}, headers=physician
+    )
     bundle = response.json()
     assert bundle["total"] == 5
     assert len(bundle["entry"]) == 2
@@ -177,9 +179,7 @@ def test_allergy_is_recorded_read_and_searched_by_patient(
     assert [e["resource"]["id"] for e in found.json()["entry"]] == [allergy_id]
 
 
-def test_update_needs_the_current_version(
-    client: httpx.Client, physician: dict[str, str]
-) -> None:
+def test_update_needs_the_current_version(client: httpx.Client, physician: dict[str, str]) -> None:
     created = client.post(
         "/fhir/Patient",
         json=builders.patient("Versioned", "Vera"),
@@ -209,9 +209,13 @@ def test_the_same_mrn_twice_is_refused_with_409(
     client: httpx.Client, physician: dict[str, str]
 ) -> None:
     body = builders.patient("Twice", "Tom", mrn="MRN-TWICE-0001")
-    first = client.post("/fhir/Patient", json=body, headers={**physician, "Content-Type": FHIR_JSON})
+    first = client.post(
+        "/fhir/Patient", json=body, headers={**physician, "Content-Type": FHIR_JSON}
+    )
     assert first.status_code == 201
-    second = client.post("/fhir/Patient", json=body, headers={**physician, "Content-Type": FHIR_JSON})
+    second = client.post(
+        "/fhir/Patient", json=body, headers={**physician, "Content-Type": FHIR_JSON}
+    )
     assert second.status_code == 409
     OperationOutcome.model_validate(second.json())
     assert count_patients(client, physician, "Twice") == 1
@@ -226,9 +230,9 @@ def _forged_tokens(platform: Platform, good: str) -> dict[str, str]:
 
     jwks = httpx.get(f"{platform.gateway_url}/auth/jwks").json()
     public_jwk = jwks["keys"][0]
-    from jwt.algorithms import ECAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
 
     public_pem = ECAlgorithm.from_jwk(json.dumps(public_jwk)).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -237,9 +241,11 @@ def _forged_tokens(platform: Platform, good: str) -> dict[str, str]:
     import hmac
 
     hs_input = f"{b64({'alg': 'HS256', 'kid': header['kid'], 'typ': 'JWT'})}.{b64(claims)}"
-    hs_sig = base64.urlsafe_b64encode(
-        hmac.new(public_pem, hs_input.encode(), hashlib.sha256).digest()
-    ).rstrip(b"=").decode()
+    hs_sig = (
+        base64.urlsafe_b64encode(hmac.new(public_pem, hs_input.encode(), hashlib.sha256).digest())
+        .rstrip(b"=")
+        .decode()
+    )
     stranger = ec.generate_private_key(ec.SECP256R1())
     now = int(time.time())
 
@@ -305,8 +311,16 @@ def test_frontdesk_may_not_read_allergies(
         (b'{"resourceType": "Patient", "name": [', FHIR_JSON),
         (b'{"resourceType": "Patient", "gender": 12}', FHIR_JSON),
         (b'{"resourceType": "Patient", "hairColour": "red"}', FHIR_JSON),
-        (b'{"resourceType": "Patient", "name": [{"family": "Bad"}], "birthDate": "2001-02-30"}', FHIR_JSON),
-        (b'{"resourceType": "Patient", "name": [{"family": "Big"}], "x": "' + b"a" * (1024 * 1024 + 10) + b'"}', FHIR_JSON),
+        (
+            b'{"resourceType": "Patient", "name": [{"family": "Bad"}], "birthDate": "2001-02-30"}',
+            FHIR_JSON,
+        ),
+        (
+            b'{"resourceType": "Patient", "name": [{"family": "Big"}], "x": "'
+            + b"a" * (1024 * 1024 + 10)
+            + b'"}',
+            FHIR_JSON,
+        ),
     ],
     ids=["malformed", "wrong type", "unknown field", "impossible date", "over 1 MiB"],
 )

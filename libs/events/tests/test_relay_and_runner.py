@@ -53,7 +53,9 @@ class RelayAndRunnerOnSQLite:
         projection = NotesProjection()
         projection.topics = (topic,)
         return ProjectionRunner(
-            projection, make_engine(settings, "testing", "notes"), bootstrap=broker,
+            projection,
+            make_engine(settings, "testing", "notes"),
+            bootstrap=broker,
             catalogue=test_catalogue,
         )
 
@@ -190,7 +192,9 @@ class TestRelayAndRunnerOnSQLite(RelayAndRunnerOnSQLite):
 @pytest.mark.postgres
 class TestRelayAndRunnerOnPostgreSQL(RelayAndRunnerOnSQLite):
     @pytest.fixture
-    def settings(self, tmp_path: Path, postgres_url: str, fresh_schema_suffix: str) -> ServiceSettings:
+    def settings(
+        self, tmp_path: Path, postgres_url: str, fresh_schema_suffix: str
+    ) -> ServiceSettings:
         return settings_for_test(
             ServiceSettings,
             tmp_path,

@@ -10,9 +10,11 @@ from typing import Any
 
 import jwt
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
 from ehr_events.config import DefaultSecretError
 from ehr_events.testing import TokenFactory, random_cipher_key
-from fastapi.testclient import TestClient
 from identity.application import IdentityApplication
 from identity.config import IdentitySettings
 from identity.domain.login import LoginAttempt
@@ -20,7 +22,6 @@ from identity.domain.user import User
 from identity.main import create_app
 from identity.relay import translate
 from identity.testing import FAST_ARGON2, STRONG_PASSWORD, identity_settings, stored_events, verify
-from pydantic import ValidationError
 
 CANARY = "Canary-Wrong-Password-5521"
 PEER = ("203.0.113.10", 50000)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from eventsourcing.persistence import IntegrityError
+
 from ehr_events.config import Profile
 from ehr_events.security import InvalidToken
-from eventsourcing.persistence import IntegrityError
 from identity.application import IdentityApplication
 from identity.config import IdentitySettings
 from identity.domain.errors import (

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ehr_events.testing import random_cipher_key
 from identity.__main__ import main
 from identity.application import IdentityApplication

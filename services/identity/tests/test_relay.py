@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from ehr_events.catalogue import load_all
 from ehr_events.db import make_engine
 from ehr_events.envelope import Envelope

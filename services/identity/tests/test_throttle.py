@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from identity.forwarding import client_address, trusted_networks
 from identity.throttle import LoginThrottle, SlidingWindow
 

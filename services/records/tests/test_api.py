@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+
 from ehr_events.problems import PROBLEM_JSON
 from ehr_events.testing import TokenFactory, settings_for_test
-from fastapi.testclient import TestClient
 from records.application import RecordsApplication
 from records.config import RecordsSettings
 from records.main import create_app

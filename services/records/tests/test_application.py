@@ -15,6 +15,8 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from sqlalchemy import text
+
 from ehr_events.db import make_engine
 from ehr_events.testing import settings_for_test
 from records.application import RecordsApplication, Saved
@@ -28,7 +30,6 @@ from records.domain import (
     PatientNotFound,
     VersionConflict,
 )
-from sqlalchemy import text
 
 from .builders import FAMILY, actor, allergy, demographics, renamed, unique_mrn
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from eventsourcing.domain import Aggregate
+
 from records.domain import (
     AllergyAlreadyRefuted,
     AllergyIntolerance,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from ehr_events.db import make_engine
 from ehr_events.devinfra import free_port, wait_for_port
 from ehr_events.outbox import PositionStore

@@ -60,9 +60,7 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> ServiceSettings:
         if self.profile is not Profile.development and self.cipher_key == DEV_CIPHER_KEY:
-            raise DefaultSecretError(
-                "EHR_CIPHER_KEY must be set outside the development profile"
-            )
+            raise DefaultSecretError("EHR_CIPHER_KEY must be set outside the development profile")
         return self
 
     @property

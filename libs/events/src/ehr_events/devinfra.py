@@ -51,7 +51,9 @@ def broker_command(port: int) -> list[str]:
     return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
 
 
-def start_broker(port: int | None = None, log_path: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def start_broker(
+    port: int | None = None, log_path: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start a broker on loopback; returns the process and its port."""
     port = port or free_port()
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115

@@ -12,6 +12,7 @@ is lost, and what is sent twice carries the same event id, so consumers drop it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -219,10 +220,8 @@ class OutboxRelay:
     async def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken client
                 await producer.stop()
-            except Exception:  # noqa: BLE001 - closing a broken client
-                pass
 
     async def run_once(self) -> int:
         """Relay one batch; returns how many notifications it moved past."""
@@ -272,7 +271,5 @@ class OutboxRelay:
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

@@ -14,7 +14,9 @@ projector notices the new generation and rejoins under it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -33,10 +35,10 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from .catalogue import Catalogue, CatalogueError, IntegrationEvent, load_all
 from .envelope import Envelope, EnvelopeError
-from .outbox import existing_topics
 
 log = logging.getLogger("ehr.projection")
 
@@ -92,16 +94,24 @@ class ProjectionRunner:
 
     # -- state -----------------------------------------------------------------
     def setup(self) -> None:
-        """Create the runner's and the projection's tables."""
-        _runner_metadata.create_all(self.engine)
-        self.projection.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            if self._state(conn) is None:
-                conn.execute(
-                    projection_state.insert().values(
-                        projection=self.projection.name, generation=1, applied=0
-                    )
-                )
+        """Create the runner's and the projection's tables (safe to race with a peer)."""
+        for attempt in range(5):
+            try:
+                _runner_metadata.create_all(self.engine)
+                self.projection.metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if self._state(conn) is None:
+                        conn.execute(
+                            projection_state.insert().values(
+                                projection=self.projection.name, generation=1, applied=0
+                            )
+                        )
+                return
+            except (IntegrityError, ProgrammingError, OperationalError):
+                # another process created the same tables or row at the same moment
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def _state(self, conn: Connection) -> tuple[int, int] | None:
         row = conn.execute(
@@ -201,6 +211,16 @@ class ProjectionRunner:
                 )
         return applied
 
+    def _apply_with_retry(self, records: Sequence[ConsumerRecord], generation: int) -> int | None:
+        """Apply a batch; if another runner applied some of it meanwhile, apply the rest."""
+        for attempt in range(3):
+            try:
+                return self.apply_batch(records, generation)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        return None
+
     def apply_envelopes(self, items: Sequence[tuple[Envelope, IntegrationEvent]]) -> int:
         """Apply already decoded events (tests and tools); same idempotency rules."""
         applied = 0
@@ -221,31 +241,31 @@ class ProjectionRunner:
                     )
                 )
                 applied += 1
+            if applied:
+                conn.execute(
+                    projection_state.update()
+                    .where(projection_state.c.projection == self.projection.name)
+                    .values(applied=projection_state.c.applied + applied)
+                )
         return applied
 
     # -- consuming -------------------------------------------------------------
     def _consumer(self, generation: int) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            *self.projection.topics,
+        # subscribe by pattern: topics that do not exist yet are picked up when a
+        # relay creates them, and the consumer never creates one itself
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id(generation),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
-            session_timeout_ms=10000,
-            heartbeat_interval_ms=2000,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            metadata_max_age_ms=3000,
         )
-
-    async def _wait_for_topics(self, stop: asyncio.Event) -> None:
-        """Wait until the relays have created our topics (consumers never create them)."""
-        while not stop.is_set():
-            missing = set(self.projection.topics) - await existing_topics(self.bootstrap)
-            if not missing:
-                return
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
-            except asyncio.TimeoutError:
-                pass
+        pattern = "^(" + "|".join(re.escape(t) for t in self.projection.topics) + ")$"
+        consumer.subscribe(pattern=pattern)
+        return consumer
 
     async def _consume(
         self,
@@ -256,11 +276,12 @@ class ProjectionRunner:
     ) -> int:
         """Consume under the current generation until stopped (or idle); returns applied."""
         generation = await asyncio.to_thread(self.generation)
-        await self._wait_for_topics(stop)
         consumer = self._consumer(generation)
         await consumer.start()
         total = 0
-        last_activity = time.monotonic()
+        # the idle clock starts once partitions are assigned: a group join can take
+        # seconds, and an empty poll before it says nothing about the topics
+        last_activity: float | None = None
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
@@ -269,15 +290,17 @@ class ProjectionRunner:
                     if await asyncio.to_thread(self.generation) != generation:
                         log.info("%s: new generation, rejoining", self.projection.name)
                         return total
+                    if last_activity is None and consumer.assignment():
+                        last_activity = time.monotonic()
                     if (
                         idle_exit_seconds is not None
-                        and consumer.assignment()
+                        and last_activity is not None
                         and time.monotonic() - last_activity > idle_exit_seconds
                     ):
                         return total
                     continue
                 last_activity = time.monotonic()
-                applied = await asyncio.to_thread(self.apply_batch, records, generation)
+                applied = await asyncio.to_thread(self._apply_with_retry, records, generation)
                 if applied is None:
                     log.info("%s: new generation, rejoining", self.projection.name)
                     return total
@@ -286,10 +309,8 @@ class ProjectionRunner:
                 if progress is not None:
                     progress.update(len(records))
         finally:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken client
                 await consumer.stop()
-            except Exception:  # noqa: BLE001 - closing a broken client
-                pass
         return total
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -302,10 +323,8 @@ class ProjectionRunner:
                 backoff = 0.5
             except Exception as exc:  # noqa: BLE001 - broker or database away: retry
                 log.warning("%s: retrying after %s", self.projection.name, type(exc).__name__)
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
-                except asyncio.TimeoutError:
-                    pass
                 backoff = min(backoff * 2, 5.0)
 
     async def rebuild(self, *, idle_seconds: float = 3.0, show_progress: bool = True) -> int:

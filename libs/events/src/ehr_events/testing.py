@@ -75,7 +75,9 @@ class TokenFactory:
         claims.update(overrides)
         return jwt.encode(claims, self.private_key, algorithm="ES256", headers={"kid": self.kid})
 
-    def headers(self, roles: list[str] | tuple[str, ...] = ("physician",), **kw: Any) -> dict[str, str]:
+    def headers(
+        self, roles: list[str] | tuple[str, ...] = ("physician",), **kw: Any
+    ) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(roles, **kw)}"}
 
 

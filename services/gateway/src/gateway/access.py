@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ehr_events.config import ServiceSettings, eventsourcing_env
-from ehr_events.db import make_engine
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
+
+from ehr_events.config import ServiceSettings, eventsourcing_env
+from ehr_events.db import make_engine
 
 log = logging.getLogger("gateway.access")
 

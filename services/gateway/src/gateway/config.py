@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ehr_events.config import DefaultSecretError, Profile, ServiceSettings
 from pydantic import model_validator
+
+from ehr_events.config import DefaultSecretError, Profile, ServiceSettings
 
 #: The development key of the paging tokens. Any other profile must configure its own.
 DEV_PAGING_KEY = "development-only-paging-key-0001"

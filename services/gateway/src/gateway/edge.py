@@ -22,12 +22,13 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from ehr_events.policy import allows
 from ehr_events.problems import Problem
 from ehr_events.security import InvalidToken, Principal, TokenVerifier
 from ehr_events.web import BodyTooLarge
-from fastapi import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access import Decision, DecisionLog, Outcome
 from .auth import authenticate, challenge

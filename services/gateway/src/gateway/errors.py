@@ -6,12 +6,13 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ehr_events.problems import Problem, problem_response, validation_problem
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from ehr_events.problems import Problem, problem_response, validation_problem
 
 from .fhir.outcome import outcome_response
 

@@ -8,10 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
 from ehr_events.problems import Problem, install_problem_handlers
 from ehr_events.security import TokenVerifier
 from ehr_events.web import AccessLogMiddleware, BodyLimitMiddleware
-from fastapi import FastAPI
 
 from .access import DecisionLog, open_gateway_application
 from .api import audit, identity

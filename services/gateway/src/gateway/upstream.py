@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
 from ehr_events.problems import Problem
 
 from .config import GatewaySettings

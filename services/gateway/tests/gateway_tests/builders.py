@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+
 from ehr_events.testing import TokenFactory, settings_for_test
 from gateway.config import GatewaySettings
 

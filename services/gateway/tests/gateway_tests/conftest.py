@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+
 from ehr_events.security import TokenVerifier
 from ehr_events.testing import TokenFactory
-from fastapi.testclient import TestClient
 from gateway.main import create_app
 
 from .builders import gateway_settings

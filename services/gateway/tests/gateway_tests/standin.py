@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
-from ehr_events.devinfra import free_port
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from ehr_events.devinfra import free_port
 
 from .builders import chart_allergy, chart_patient
 

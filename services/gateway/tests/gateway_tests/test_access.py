@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
 from ehr_events.catalogue import load_all
 from ehr_events.db import make_engine
 from ehr_events.outbox import OutboxRelay, PositionStore
 from ehr_events.testing import TokenFactory
-from fastapi.testclient import TestClient
 from gateway.access import (
     AccessDecision,
     Decision,
@@ -28,7 +30,6 @@ from gateway.access import (
 from gateway.config import GatewaySettings
 from gateway.main import create_app
 from gateway.relay import translate
-from sqlalchemy import text
 
 from .builders import fhir_allergy, fhir_patient, gateway_settings
 from .standin import StandIn

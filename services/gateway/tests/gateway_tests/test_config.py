@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from ehr_events.testing import random_cipher_key
 from gateway.config import DEV_PAGING_KEY, GatewaySettings
-from pydantic import ValidationError
 
 
 def test_the_default_paging_key_is_refused_outside_development() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from ehr_events.security import TokenVerifier
-from ehr_events.testing import TokenFactory
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
+
+from ehr_events.security import TokenVerifier
+from ehr_events.testing import TokenFactory
 from gateway.policy import ROUTES, Action, PatientFrom, RouteTable, patient_id_from_reference
 from gateway.ratelimit import RateLimiter
 

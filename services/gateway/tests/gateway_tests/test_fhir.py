@@ -8,13 +8,14 @@ from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import pytest
-from ehr_events.devinfra import free_port
-from ehr_events.testing import TokenFactory
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
+
+from ehr_events.devinfra import free_port
+from ehr_events.testing import TokenFactory
 
 from .builders import fhir_allergy, fhir_patient
 from .standin import StandIn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ehr_events.catalogue.records import CodeableConcept, Demographics, Reaction
 from ehr_events.problems import Problem
 from gateway.fhir.allergy import allergy_resource, allergy_write, parse_allergy

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from ehr_events.catalogue import load_all
 from ehr_events.db import make_engine
 from ehr_events.envelope import Envelope

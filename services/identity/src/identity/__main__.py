@@ -16,12 +16,13 @@ import getpass
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from ehr_events.db import make_engine
 from ehr_events.logs import configure_logging
 from ehr_events.outbox import OutboxRelay, PositionStore
 from ehr_events.process import run_worker
 from ehr_events.security import Role
-from pydantic import ValidationError
 
 from .application import IdentityApplication
 from .config import IdentitySettings

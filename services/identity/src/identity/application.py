@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
-from ehr_events.config import eventsourcing_env
-from ehr_events.db import make_engine
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
+
+from ehr_events.config import eventsourcing_env
+from ehr_events.db import make_engine
 
 from .config import IdentitySettings
 from .domain.errors import (

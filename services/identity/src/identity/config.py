@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from ehr_events.config import DefaultSecretError, Profile, ServiceSettings
 from pydantic import Field, field_validator, model_validator
+
+from ehr_events.config import DefaultSecretError, Profile, ServiceSettings
 
 #: A token's lifetime may never exceed this many seconds.
 MAX_TOKEN_TTL_SECONDS = 900

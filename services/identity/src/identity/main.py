@@ -6,10 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
 from ehr_events import web
 from ehr_events.policy import roles_for
 from ehr_events.security import TokenVerifier
-from fastapi import FastAPI
 
 from .api import auth, organizations, users
 from .api.errors import install_identity_errors

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from ehr_events.security import Principal, TokenVerifier
-from ehr_events.testing import settings_for_test
 from eventsourcing.domain import DomainEventProtocol
 
+from ehr_events.security import Principal, TokenVerifier
+from ehr_events.testing import settings_for_test
 from identity.application import IdentityApplication
 from identity.config import IdentitySettings
 

@@ -10,6 +10,7 @@ from .config import SERVICE, RecordsSettings
 
 def serve(settings: RecordsSettings, host: str, port: int) -> None:
     import uvicorn
+
     from ehr_events.logs import configure_logging
 
     from .main import create_app

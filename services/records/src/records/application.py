@@ -14,11 +14,12 @@ from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from ehr_events.config import eventsourcing_env
-from ehr_events.db import make_engine
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
+
+from ehr_events.config import eventsourcing_env
+from ehr_events.db import make_engine
 
 from .config import SERVICE, RecordsSettings
 from .domain import (

@@ -6,9 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
 from ehr_events.security import TokenVerifier
 from ehr_events.web import create_app as create_service_app
-from fastapi import FastAPI
 
 from .api import allergies, patients
 from .api.problems import install_records_problems

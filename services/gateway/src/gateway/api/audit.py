@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ehr_events.problems import Problem
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+
+from ehr_events.problems import Problem
 
 from ..deps import Access, Services
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ehr_events.problems import Problem
 from fastapi.responses import JSONResponse
+
+from ehr_events.problems import Problem
 
 FHIR_JSON = "application/fhir+json"
 

@@ -12,8 +12,9 @@ import json
 import re
 from typing import Any
 
-from ehr_events.problems import field_errors
 from pydantic import BaseModel, ValidationError
+
+from ehr_events.problems import field_errors
 
 from ..policy import RESOURCE_ID
 from .outcome import FhirProblem

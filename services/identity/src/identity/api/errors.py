@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ehr_events.problems import Problem, problem_response
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from ehr_events.problems import Problem, problem_response
 
 from ..domain.errors import Conflict, IdentityError, InvalidInput, NoSigningKey, NotFound
 

@@ -3,9 +3,10 @@
 from typing import Any
 from uuid import UUID
 
-from ehr_events.security import Role
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
+
+from ehr_events.security import Role
 
 from ..domain.rules import PASSWORD_MAX_LENGTH, USERNAME_MAX_LENGTH
 from ..domain.user import User

@@ -5,10 +5,11 @@
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from fastapi import APIRouter, Response, status
+
 from ehr_events.policy import roles_for
 from ehr_events.security import Principal, TokenVerifier
 from ehr_events.web import principal_dependency
-from fastapi import APIRouter, Response, status
 
 from .deps import Records
 from .schemas import AllergyCreate, AllergyCreated, AllergyPublic, AllergyRefute, CommandResult

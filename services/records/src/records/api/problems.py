@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 
-from ehr_events.problems import Problem, field_errors, problem_response
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+
+from ehr_events.problems import Problem, field_errors, problem_response
 
 from ..domain import (
     AllergyAlreadyRefuted,

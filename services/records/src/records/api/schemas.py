@@ -10,6 +10,8 @@ from datetime import date, datetime
 from typing import Literal
 from uuid import UUID
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from ehr_events.catalogue.records import (
     Address,
     CodeableConcept,
@@ -18,7 +20,6 @@ from ehr_events.catalogue.records import (
     Identifier,
     Reaction,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..application import Saved
 from ..domain import AllergyIntolerance, Patient

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from ehr_events.catalogue.records import (
     Address,
     CodeableConcept,
@@ -22,7 +24,6 @@ from ehr_events.catalogue.records import (
     Identifier,
     Reaction,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidAllergy, InvalidDemographics
 
