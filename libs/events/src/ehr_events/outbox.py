@@ -54,6 +54,63 @@ def event_id(source: str, originator_id: Any, originator_version: int) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}/{originator_id}/{originator_version}"))
 
 
+def envelope_of(
+    app: Application,
+    translate: Translator,
+    source: str,
+    notification: Notification,
+    catalogue: Catalogue,
+) -> Envelope | None:
+    """The envelope a relay publishes for ``notification``, or None if it stays private.
+
+    Refuses (with :class:`~ehr_events.catalogue.CatalogueError`) what the catalogue
+    does not know or what does not validate against its schema.
+    """
+    domain_event = app.mapper.to_domain_event(notification)
+    integration = translate(domain_event)
+    if integration is None:
+        return None
+    data = integration.model_dump(mode="json")
+    catalogue.validate(integration.event_type, data)
+    actor = getattr(domain_event, "actor", None) or {}
+    patient_id = data.get("patient_id")
+    return Envelope(
+        id=event_id(source, notification.originator_id, notification.originator_version),
+        source=source,
+        type=integration.event_type,
+        subject=str(notification.originator_id),
+        time=domain_event.timestamp,
+        aggregateversion=notification.originator_version,
+        patientid=str(patient_id) if patient_id else None,
+        actor=actor.get("sub"),
+        actorrole=actor.get("role"),
+        organization=actor.get("org"),
+        traceparent=getattr(domain_event, "traceparent", None),
+        sequence=notification.id,
+        data=data,
+    )
+
+
+def published_envelopes(
+    app: Application, translate: Translator, source: str, catalogue: Catalogue | None = None
+) -> list[Envelope]:
+    """Every envelope a relay would publish from ``app``'s whole notification log."""
+    catalogue = catalogue or load_all()
+    envelopes: list[Envelope] = []
+    position = 0
+    while True:
+        batch = app.recorder.select_notifications(
+            start=position, limit=500, inclusive_of_start=False
+        )
+        if not batch:
+            return envelopes
+        for notification in batch:
+            envelope = envelope_of(app, translate, source, notification, catalogue)
+            if envelope is not None:
+                envelopes.append(envelope)
+        position = batch[-1].id
+
+
 class PositionStore:
     """The relay's position, kept in the service's own database."""
 
@@ -155,30 +212,7 @@ class OutboxRelay:
 
     def envelope_for(self, notification: Notification) -> Envelope | None:
         """The envelope of a notification, or None for events kept private."""
-        domain_event = self.app.mapper.to_domain_event(notification)
-        integration = self.translate(domain_event)
-        if integration is None:
-            return None
-        # the relay refuses to publish what the catalogue does not know
-        data = integration.model_dump(mode="json")
-        self.catalogue.validate(integration.event_type, data)
-        actor = getattr(domain_event, "actor", None) or {}
-        patient_id = data.get("patient_id")
-        return Envelope(
-            id=event_id(self.source, notification.originator_id, notification.originator_version),
-            source=self.source,
-            type=integration.event_type,
-            subject=str(notification.originator_id),
-            time=domain_event.timestamp,
-            aggregateversion=notification.originator_version,
-            patientid=str(patient_id) if patient_id else None,
-            actor=actor.get("sub"),
-            actorrole=actor.get("role"),
-            organization=actor.get("org"),
-            traceparent=getattr(domain_event, "traceparent", None),
-            sequence=notification.id,
-            data=data,
-        )
+        return envelope_of(self.app, self.translate, self.source, notification, self.catalogue)
 
     def _select(self) -> list[Notification]:
         return list(
