@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from .platform import Platform
+from ehr_events.devplatform import Platform
 
 
 @pytest.fixture(scope="module")

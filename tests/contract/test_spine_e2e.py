@@ -20,8 +20,9 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 
+from ehr_events.devplatform import Platform
+
 from . import builders
-from .platform import Platform
 
 pytestmark = pytest.mark.e2e
 

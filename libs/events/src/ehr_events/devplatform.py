@@ -1,4 +1,4 @@
-"""The real platform in processes, for end-to-end tests.
+"""The real platform in processes, for end-to-end tests, benchmarks and fault drills.
 
 Starts the broker and every service exactly as the Procfile does, on free
 loopback ports, with a temporary ``var`` folder, and talks to them over HTTP only.
