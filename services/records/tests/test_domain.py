@@ -243,3 +243,25 @@ def test_replaying_the_events_rebuilds_the_same_allergy() -> None:
     events = recorded.collect_events()
 
     assert replay(recorded, events) == recorded
+
+
+def test_patient_ids_depend_on_the_deployment_key_so_they_do_not_reveal_the_mrn() -> None:
+    from records.domain import patient_namespace
+
+    one, other = patient_namespace("key-one"), patient_namespace("key-two")
+    assert Patient.create_id("MRN-0042", one) == Patient.create_id(" mrn-0042 ", one)
+    assert Patient.create_id("MRN-0042", one) != Patient.create_id("MRN-0042", other)
+    registered = Patient.register("MRN-0042", demographics(), actor(), namespace=one)
+    assert registered.id == Patient.create_id("MRN-0042", one)
+
+
+def test_the_development_patient_id_key_is_refused_outside_development() -> None:
+    import pytest
+
+    from ehr_events.config import DefaultSecretError
+    from ehr_events.testing import random_cipher_key
+    from records.config import RecordsSettings
+
+    with pytest.raises(ValueError, match="EHR_PATIENT_ID_KEY"):
+        RecordsSettings(profile="production", cipher_key=random_cipher_key())
+    assert issubclass(DefaultSecretError, ValueError)

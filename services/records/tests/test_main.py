@@ -30,6 +30,7 @@ def environment(settings: RecordsSettings) -> dict[str, str]:
         "EHR_PROFILE": settings.profile.value,
         "EHR_VAR_DIR": str(settings.var_dir),
         "EHR_CIPHER_KEY": settings.cipher_key,
+        "EHR_PATIENT_ID_KEY": settings.patient_id_key,
         "EHR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
     }
 

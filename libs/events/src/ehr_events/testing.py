@@ -90,6 +90,12 @@ def settings_for_test(
     **overrides: Any,
 ) -> Any:
     """Settings of the ``test`` profile, with a fresh cipher key and its own folder."""
+    # every secret key of the settings gets a fresh random value (the defaults are
+    # development secrets, refused in the test profile)
+    for name, info in settings_class.model_fields.items():
+        fresh = name.endswith("_key") and name not in (*overrides, "cipher_key")
+        if fresh and info.annotation is str:
+            overrides[name] = base64.b64encode(os.urandom(32)).decode()
     return settings_class(
         profile="test",
         var_dir=var_dir,

@@ -23,6 +23,7 @@ from ehr_events.db import make_engine
 
 from .config import SERVICE, RecordsSettings
 from .domain import (
+    PATIENT_NAMESPACE,
     AllergyDetails,
     AllergyIntolerance,
     AllergyNotFound,
@@ -33,6 +34,7 @@ from .domain import (
     PatientNotFound,
     RecordsError,
     VersionConflict,
+    patient_namespace,
 )
 
 log = logging.getLogger("records.application")
@@ -57,6 +59,8 @@ class RecordsApplication(Application[UUID]):
     """Registers patients, keeps their demographics, records and refutes allergies."""
 
     name = SERVICE
+    #: Namespace of patient ids (natural keys); from the settings' secret key.
+    patient_namespace: UUID = PATIENT_NAMESPACE
 
     @classmethod
     def from_settings(cls, settings: RecordsSettings) -> RecordsApplication:
@@ -64,7 +68,9 @@ class RecordsApplication(Application[UUID]):
         if settings.uses_postgres():
             # eventsourcing creates its tables, not the schema they live in
             make_engine(settings, SERVICE).dispose()
-        return cls(env=eventsourcing_env(settings, SERVICE))
+        app = cls(env=eventsourcing_env(settings, SERVICE))
+        app.patient_namespace = patient_namespace(settings.patient_id_key)
+        return app
 
     # patients
 
@@ -76,7 +82,9 @@ class RecordsApplication(Application[UUID]):
         *,
         today: date | None = None,
     ) -> Saved[Patient]:
-        patient = Patient.register(mrn, demographics, actor, today=today)
+        patient = Patient.register(
+            mrn, demographics, actor, namespace=self.patient_namespace, today=today
+        )
         # a second registration of the MRN derives the same id: the store refuses it
         return self._save(patient, on_conflict=DuplicatePatient)
 

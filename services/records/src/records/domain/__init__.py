@@ -15,11 +15,12 @@ from .errors import (
     RecordsError,
     VersionConflict,
 )
-from .patient import PATIENT_NAMESPACE, Patient
+from .patient import PATIENT_NAMESPACE, Patient, patient_namespace
 from .values import AllergyDetails, Demographics, check_allergy, check_demographics, normalise_mrn
 
 __all__ = [
     "PATIENT_NAMESPACE",
+    "patient_namespace",
     "AllergyAlreadyRefuted",
     "AllergyDetails",
     "AllergyIntolerance",

@@ -12,8 +12,15 @@ from eventsourcing.domain import Aggregate, event
 from .concurrency import check_version
 from .values import Demographics, check_demographics, normalise_mrn
 
-#: Namespace of patient ids; never change it, or registered MRNs stop colliding.
+#: Base namespace of patient ids. Deployments derive their own from a secret key
+#: (see :func:`patient_namespace`), so an id cannot be turned back into its MRN by
+#: hashing candidate MRNs. Never change a deployment's key: MRNs would stop colliding.
 PATIENT_NAMESPACE = UUID("0b6f5c0e-58a4-4b4e-9b0c-5d1f0a7e2c31")
+
+
+def patient_namespace(secret_key: str) -> UUID:
+    """The namespace of patient ids for a deployment's secret key."""
+    return uuid5(PATIENT_NAMESPACE, secret_key)
 
 
 class Patient(Aggregate):
@@ -29,9 +36,9 @@ class Patient(Aggregate):
         actor: dict[str, str]
 
     @staticmethod
-    def create_id(mrn: str) -> UUID:
+    def create_id(mrn: str, namespace: UUID = PATIENT_NAMESPACE) -> UUID:
         """The patient id of an MRN: the same MRN always gives the same id."""
-        return uuid5(PATIENT_NAMESPACE, normalise_mrn(mrn))
+        return uuid5(namespace, normalise_mrn(mrn))
 
     @classmethod
     def register(
@@ -40,12 +47,19 @@ class Patient(Aggregate):
         demographics: Demographics | Mapping[str, Any],
         actor: Mapping[str, str],
         *,
+        namespace: UUID = PATIENT_NAMESPACE,
         today: date | None = None,
     ) -> Patient:
         """A new patient, once the MRN and the demographics pass the rules."""
         key = normalise_mrn(mrn)
         checked = check_demographics(demographics, today=today)
-        return cls(mrn=key, demographics=checked.model_dump(mode="json"), actor=dict(actor))
+        return cls._create(
+            cls.Registered,
+            id=cls.create_id(key, namespace),
+            mrn=key,
+            demographics=checked.model_dump(mode="json"),
+            actor=dict(actor),
+        )
 
     @event(Registered)
     def __init__(self, mrn: str, demographics: dict[str, Any], actor: dict[str, str]) -> None:
