@@ -159,3 +159,22 @@ def redact_url(url: str) -> dict[str, Any]:
     """Host and database of a URL, without credentials, for start-up logs."""
     parts = urlsplit(url)
     return {"host": parts.hostname, "port": parts.port, "database": parts.path.lstrip("/")}
+
+
+def load_settings(settings_class: type[ServiceSettings], process: str) -> Any:
+    """Settings from the environment, or exit 2 with the reasons only.
+
+    pydantic's own error text would include the input values (the cipher key among
+    them), so only the messages are printed.
+    """
+    import sys
+
+    from pydantic import ValidationError
+
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error.get("loc", ())) or "settings"
+            print(f"{process}: refusing to start: {field}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None

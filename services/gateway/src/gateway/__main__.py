@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 
+from ehr_events.config import load_settings
 from ehr_events.db import make_engine
 from ehr_events.logs import configure_logging
 from ehr_events.outbox import OutboxRelay, PositionStore
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--port", type=int, default=8000)
     commands.add_parser("relay", help="publish access decisions to ehr.gateway.events")
     args = parser.parse_args(argv)
-    settings = GatewaySettings()
+    settings = load_settings(GatewaySettings, "gateway")
     if args.command == "serve":
         serve(settings, args.host, args.port)
     else:

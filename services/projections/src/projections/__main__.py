@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 
+from ehr_events.config import load_settings
 from ehr_events.logs import configure_logging
 from ehr_events.process import run_worker
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    settings = ProjectionsSettings()
+    settings = load_settings(ProjectionsSettings, "projections")
     if args.command == "serve":
         serve(settings, args.host or settings.host, args.port or settings.port)
     elif args.command == "run":

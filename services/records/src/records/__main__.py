@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ehr_events.config import load_settings
+
 from .config import SERVICE, RecordsSettings
 
 
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_parser.add_argument("--port", type=int, default=8002)
     commands.add_parser("relay", help="relay the event store to ehr.records.events")
     args = parser.parse_args(argv)
-    settings = RecordsSettings()
+    settings = load_settings(RecordsSettings, "records")
     if args.command == "serve":
         serve(settings, args.host, args.port)
     else:
