@@ -18,7 +18,7 @@ test: setup ## unit, integration (SQLite, PostgreSQL), contract and end-to-end t
 lint: setup
 	@$(UV) run ruff check .
 	@$(UV) run ruff format --check .
-	@$(UV) run mypy libs/events/src
+	@for src in libs/events/src services/*/src; do $(UV) run mypy $$src || exit 1; done
 
 fmt: setup
 	@$(UV) run ruff format .

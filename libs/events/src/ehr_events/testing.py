@@ -18,7 +18,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from .config import ServiceSettings
+from .config import Profile, ServiceSettings
 from .security import TokenVerifier
 
 TEST_ISSUER = "http://127.0.0.1:8000/auth"
@@ -97,7 +97,7 @@ def settings_for_test(
         if fresh and info.annotation is str:
             overrides[name] = base64.b64encode(os.urandom(32)).decode()
     return settings_class(
-        profile="test",
+        profile=Profile.test,
         var_dir=var_dir,
         database_url=database_url,
         db_schema=db_schema,
