@@ -179,36 +179,45 @@ class ProjectionRunner:
     def apply_batch(self, records: Sequence[ConsumerRecord], generation: int) -> int | None:
         """Apply records in one transaction; None if the generation moved on."""
         decoded = [d for r in records if (d := self.decode(r)) is not None]
-        applied = 0
         with self.engine.begin() as conn:
             state = self._state(conn)
             if state is None or state[0] != generation:
                 return None
-            seen = set(
-                conn.execute(
-                    select(processed_events.c.event_id).where(
-                        processed_events.c.projection == self.projection.name,
-                        processed_events.c.event_id.in_([e.id for e, _ in decoded]),
-                    )
-                ).scalars()
+            return self._apply(conn, decoded)
+
+    def apply_envelopes(self, items: Sequence[tuple[Envelope, IntegrationEvent]]) -> int:
+        """Apply already decoded events (tests and tools); same idempotency rules."""
+        with self.engine.begin() as conn:
+            return self._apply(conn, items)
+
+    def _apply(self, conn: Connection, items: Sequence[tuple[Envelope, IntegrationEvent]]) -> int:
+        """Apply each event not applied before, recording its id in the same transaction."""
+        seen = set(
+            conn.execute(
+                select(processed_events.c.event_id).where(
+                    processed_events.c.projection == self.projection.name,
+                    processed_events.c.event_id.in_([e.id for e, _ in items]),
+                )
+            ).scalars()
+        )
+        applied = 0
+        for envelope, event in items:
+            if envelope.id in seen:
+                continue
+            seen.add(envelope.id)
+            self.projection.apply(conn, envelope, event)
+            conn.execute(
+                processed_events.insert().values(
+                    projection=self.projection.name, event_id=envelope.id
+                )
             )
-            for envelope, event in decoded:
-                if envelope.id in seen:
-                    continue
-                seen.add(envelope.id)
-                self.projection.apply(conn, envelope, event)
-                conn.execute(
-                    processed_events.insert().values(
-                        projection=self.projection.name, event_id=envelope.id
-                    )
-                )
-                applied += 1
-            if applied:
-                conn.execute(
-                    projection_state.update()
-                    .where(projection_state.c.projection == self.projection.name)
-                    .values(applied=projection_state.c.applied + applied)
-                )
+            applied += 1
+        if applied:
+            conn.execute(
+                projection_state.update()
+                .where(projection_state.c.projection == self.projection.name)
+                .values(applied=projection_state.c.applied + applied)
+            )
         return applied
 
     def _apply_with_retry(self, records: Sequence[ConsumerRecord], generation: int) -> int | None:
@@ -220,34 +229,6 @@ class ProjectionRunner:
                 if attempt == 2:
                     raise
         return None
-
-    def apply_envelopes(self, items: Sequence[tuple[Envelope, IntegrationEvent]]) -> int:
-        """Apply already decoded events (tests and tools); same idempotency rules."""
-        applied = 0
-        with self.engine.begin() as conn:
-            for envelope, event in items:
-                exists = conn.execute(
-                    select(processed_events.c.event_id).where(
-                        processed_events.c.projection == self.projection.name,
-                        processed_events.c.event_id == envelope.id,
-                    )
-                ).first()
-                if exists:
-                    continue
-                self.projection.apply(conn, envelope, event)
-                conn.execute(
-                    processed_events.insert().values(
-                        projection=self.projection.name, event_id=envelope.id
-                    )
-                )
-                applied += 1
-            if applied:
-                conn.execute(
-                    projection_state.update()
-                    .where(projection_state.c.projection == self.projection.name)
-                    .values(applied=projection_state.c.applied + applied)
-                )
-        return applied
 
     # -- consuming -------------------------------------------------------------
     def _consumer(self, generation: int) -> AIOKafkaConsumer:
