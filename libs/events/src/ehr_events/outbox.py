@@ -26,6 +26,7 @@ from eventsourcing.persistence import Notification
 from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, select
 
 from .catalogue import Catalogue, IntegrationEvent, load_all
+from .config import ServiceSettings
 from .envelope import Envelope
 
 log = logging.getLogger("ehr.relay")
@@ -307,3 +308,38 @@ class OutboxRelay:
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def run_relay(
+    settings: ServiceSettings,
+    source: str,
+    open_app: Callable[[], Application],
+    translate: Translator,
+    *,
+    batch_size: int = 500,
+    poll_interval: float = 0.05,
+) -> None:
+    """``python -m <service> relay``: relay the service's store until SIGINT or SIGTERM.
+
+    Logs go to ``<var>/log/<source>-relay.log``; the position lives in the
+    service's own database.
+    """
+    from .db import make_engine
+    from .logs import configure_logging
+    from .process import run_worker
+
+    configure_logging(f"{source}-relay", settings.log_dir)
+    app = open_app()
+    relay = OutboxRelay(
+        app,
+        translate,
+        source=source,
+        positions=PositionStore(make_engine(settings, source), source),
+        bootstrap=settings.kafka_bootstrap,
+        batch_size=batch_size,
+        poll_interval=poll_interval,
+    )
+    try:
+        run_worker(relay.run)
+    finally:
+        app.close()

@@ -9,12 +9,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import eventsourcing.persistence
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+
+#: Errors that mean the database cannot be reached or used now (down, locked, no free
+#: connection), from the event store and from SQLAlchemy: answered 503, never 500.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
 log = logging.getLogger("ehr.problems")
 
 
@@ -124,6 +136,25 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
         return problem_response(problem, request)
+
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # the database is down, locked or out of connections: transient, not a bug
+        log.warning(
+            "database unavailable (%s) on %s %s",
+            type(exc).__name__,
+            request.method,
+            request.url.path,
+        )
+        problem = Problem(
+            "The service's database is unavailable; retry later.",
+            status=503,
+            title="Service unavailable",
+            headers={"Retry-After": "1"},
+        )
+        return problem_response(problem, request)
+
+    for kind in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(kind, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
 from ehr_events.config import load_settings
-from ehr_events.db import make_engine
 from ehr_events.logs import configure_logging
-from ehr_events.outbox import OutboxRelay, PositionStore
-from ehr_events.process import run_worker
+from ehr_events.outbox import run_relay
 
 from .access import open_gateway_application
 from .config import GatewaySettings
@@ -30,20 +27,7 @@ def serve(settings: GatewaySettings, host: str, port: int) -> None:
 
 
 def relay(settings: GatewaySettings) -> None:
-    configure_logging("gateway-relay", settings.log_dir)
-    app = open_gateway_application(settings)
-    positions = PositionStore(make_engine(settings, "gateway"), "gateway")
-    outbox = OutboxRelay(
-        app, translate, source="gateway", positions=positions, bootstrap=settings.kafka_bootstrap
-    )
-
-    async def main(stop: asyncio.Event) -> None:
-        try:
-            await outbox.run(stop)
-        finally:
-            app.close()
-
-    run_worker(main)
+    run_relay(settings, "gateway", lambda: open_gateway_application(settings), translate)
 
 
 def main(argv: list[str] | None = None) -> None:

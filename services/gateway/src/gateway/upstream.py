@@ -129,6 +129,13 @@ class ServiceClient:
             raise UpstreamUnavailable(
                 f"The {self.name} service is unavailable.", headers={"Retry-After": "1"}
             ) from None
+        if response.status_code == 503:
+            # the service is up but cannot serve now (its database is away): transient
+            # for our caller too, with the service's own advice on when to retry
+            raise UpstreamUnavailable(
+                f"The {self.name} service is unavailable.",
+                headers={"Retry-After": response.headers.get("retry-after", "1")},
+            )
         if response.status_code >= 500:
             raise UpstreamFailed(f"The {self.name} service failed.")
         return response

@@ -11,17 +11,14 @@ python -m identity create-user --username U --role R [--role R2] [--organization
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from ehr_events.db import make_engine
 from ehr_events.logs import configure_logging
-from ehr_events.outbox import OutboxRelay, PositionStore
-from ehr_events.process import run_worker
+from ehr_events.outbox import run_relay
 from ehr_events.security import Role
 
 from .application import IdentityApplication
@@ -42,23 +39,7 @@ def serve(settings: IdentitySettings, host: str, port: int) -> int:
 def relay(settings: IdentitySettings) -> int:
     from .relay import translate
 
-    configure_logging("identity-relay", settings.log_dir)
-    identity = IdentityApplication(settings)
-    outbox = OutboxRelay(
-        identity,
-        translate,
-        source="identity",
-        positions=PositionStore(make_engine(settings, "identity"), "identity"),
-        bootstrap=settings.kafka_bootstrap,
-    )
-
-    async def main(stop: asyncio.Event) -> None:
-        await outbox.run(stop)
-
-    try:
-        run_worker(main)
-    finally:
-        identity.close()
+    run_relay(settings, "identity", lambda: IdentityApplication(settings), translate)
     return 0
 
 

@@ -23,29 +23,19 @@ def serve(settings: RecordsSettings, host: str, port: int) -> None:
 
 
 def relay(settings: RecordsSettings) -> None:
-    from ehr_events.db import make_engine
-    from ehr_events.logs import configure_logging
-    from ehr_events.outbox import OutboxRelay, PositionStore
-    from ehr_events.process import run_worker
+    from ehr_events.outbox import run_relay
 
     from .application import RecordsApplication
     from .relay import translate
 
-    configure_logging(f"{SERVICE}-relay", settings.log_dir)
-    records = RecordsApplication.from_settings(settings)
-    outbox = OutboxRelay(
-        records,
+    run_relay(
+        settings,
+        SERVICE,
+        lambda: RecordsApplication.from_settings(settings),
         translate,
-        source=SERVICE,
-        positions=PositionStore(make_engine(settings, SERVICE), SERVICE),
-        bootstrap=settings.kafka_bootstrap,
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_seconds,
     )
-    try:
-        run_worker(outbox.run)
-    finally:
-        records.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
