@@ -108,7 +108,10 @@ def eventsourcing_env(settings: ServiceSettings, service: str) -> dict[str, str]
             {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(folder / "events.sqlite3"),
-                "SQLITE_LOCK_TIMEOUT": "10",
+                # give up on a locked file before the gateway gives up on the service
+                # (10 s): a writer may first queue 5 s for the pool's writer connection,
+                # so a caller told 503 is sure its write did not happen
+                "SQLITE_LOCK_TIMEOUT": "3",
             }
         )
     return env
