@@ -18,6 +18,7 @@ from .problems import Problem, install_problem_handlers
 from .security import InvalidToken, Principal, TokenVerifier, bearer_token
 
 access_log = logging.getLogger("ehr.access")
+error_log = logging.getLogger("ehr.errors")
 
 
 class BodyTooLarge(Exception):
@@ -87,6 +88,48 @@ class BodyLimitMiddleware:
                 await self.respond(scope, receive, send)
 
 
+class UnhandledErrorMiddleware:
+    """Answer an unexpected exception with a bare 500, logging its type only.
+
+    Starlette's own last-resort handler re-raises after answering, so the server
+    would log the traceback and the exception's message, which may hold PHI.
+    """
+
+    def __init__(self, app: ASGIApp, respond: Callable[[str], Any] | None = None) -> None:
+        self.app = app
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            error_log.error(
+                "unhandled %s on %s %s", type(exc).__name__, scope.get("method"), scope.get("path")
+            )
+            if started:
+                return
+            from .problems import problem_response
+
+            problem = Problem(
+                "The server could not complete the request.", status=500, title="Error"
+            )
+            response = (
+                self.respond(scope.get("path", "")) if self.respond else problem_response(problem)
+            )
+            await response(scope, receive, send)
+
+
 class AccessLogMiddleware:
     """One log line per request: method, path, status, milliseconds."""
 
@@ -129,6 +172,7 @@ def create_app(
     app = FastAPI(title=title, lifespan=lifespan)
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(AccessLogMiddleware)
 
     @app.get("/health/live", tags=["health"], include_in_schema=False)

@@ -12,14 +12,14 @@ from fastapi import FastAPI
 
 from ehr_events.problems import Problem, install_problem_handlers
 from ehr_events.security import TokenVerifier
-from ehr_events.web import AccessLogMiddleware, BodyLimitMiddleware
+from ehr_events.web import AccessLogMiddleware, BodyLimitMiddleware, UnhandledErrorMiddleware
 
 from .access import DecisionLog, open_gateway_application
 from .api import audit, identity
 from .auth import make_verifier
 from .config import GatewaySettings
 from .edge import EdgeMiddleware
-from .errors import body_too_large, install_error_handlers
+from .errors import body_too_large, error_response, install_error_handlers
 from .fhir import routes as fhir_routes
 from .fhir.search import PagingTokens
 from .policy import RouteTable
@@ -96,6 +96,12 @@ def create_app(settings: GatewaySettings, verifier: TokenVerifier | None = None)
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         respond=functools.partial(body_too_large, settings.max_body_bytes),
+    )
+    app.add_middleware(
+        UnhandledErrorMiddleware,
+        respond=lambda path: error_response(
+            path, Problem("The server could not complete the request.", status=500, title="Error")
+        ),
     )
     app.add_middleware(AccessLogMiddleware)
     return app
