@@ -49,6 +49,18 @@ class UpstreamUnavailable(Problem):
     title = "Service unavailable"
 
 
+class UpstreamOutcomeUnknown(Problem):
+    """A service took the request but did not answer: it may or may not have acted.
+
+    504, not 503: a 503 would tell the client its write certainly did not happen.
+    A retried create is safe (a duplicate MRN answers 409); an update carries its
+    version, so a retry is refused if the first attempt went through.
+    """
+
+    status = 504
+    title = "Gateway timeout"
+
+
 class UpstreamFailed(Problem):
     """A service answered with a server error or an unreadable response."""
 
@@ -121,9 +133,15 @@ class ServiceClient:
                 content=content,
                 headers=all_headers,
             )
-        except httpx.TimeoutException:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+            # the request never reached the service: nothing happened
             raise UpstreamUnavailable(
-                f"The {self.name} service did not answer in time.", headers={"Retry-After": "1"}
+                f"The {self.name} service is unavailable.", headers={"Retry-After": "1"}
+            ) from None
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError):
+            raise UpstreamOutcomeUnknown(
+                f"The {self.name} service did not answer in time; the outcome is unknown.",
+                headers={"Retry-After": "1"},
             ) from None
         except httpx.HTTPError:
             raise UpstreamUnavailable(

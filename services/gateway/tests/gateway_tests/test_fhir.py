@@ -488,3 +488,36 @@ def test_logs_carry_paths_but_no_query_strings_or_bodies(
     assert not [
         r for r in caplog.records if r.name.startswith("httpx") and r.levelno < logging.WARNING
     ]
+
+
+def test_a_service_that_drops_the_request_is_504_outcome_unknown(
+    make_client: Callable[..., TestClient], clinician: dict[str, str]
+) -> None:
+    # a real listener that takes the request and hangs up without answering: the
+    # write may or may not have happened, so the client must not be told 503
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        client = make_client(records_url=f"http://127.0.0.1:{port}")
+        response = client.post("/fhir/Patient", json=fhir_patient(), headers=clinician)
+    finally:
+        listener.close()
+
+    assert response.status_code == 504
+    assert outcome_of(response)["issue"][0]["code"] == "timeout"
