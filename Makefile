@@ -24,6 +24,9 @@ fmt: setup
 	@$(UV) run ruff format .
 	@$(UV) run ruff check --fix .
 
+bench: setup ## load through the gateway against physical baselines: make bench [ARGS="--postgres --profile --million"]
+	@$(UV) run --frozen python -m bench $(ARGS)
+
 rebuild: setup ## drop a read model and replay it: make rebuild MODEL=chart|audit
 	@$(UV) run --frozen python -m projections rebuild $(MODEL)
 

@@ -1,0 +1,1068 @@
+"""``make bench``: the platform under load, held against its physical baselines.
+
+Order of a run (each step bounded in time; about six minutes on 2 cores):
+
+1. the bare endpoint (the services' HTTP stack, nothing behind it) at the fixed
+   rate and at saturation, driven by the same load generator;
+2. the database's single-row commit rate (SQLite with the platform's pragmas, or
+   PostgreSQL with psycopg);
+3. the platform, every process as in the Procfile (``ehr_events.devplatform``),
+   with the gateway's rate limits raised (see :data:`LIMITS_ENV`);
+4. the broker's round trip (``acks=all`` produce to a consumer with the projection
+   runner's settings), the floor of the event-to-chart lag;
+5. writes (FHIR create Patient, AllergyIntolerance) at the fixed rate and at
+   saturation, then the default create that waits for the chart;
+6. the event-to-chart lag at a moderate write rate;
+7. reads (FHIR read by id, search by family name) at the fixed rate and at saturation;
+8. the services stop (the broker stays); 100 000 ``PatientRegisteredV1`` events are
+   published with ``acks=all`` (timed: the broker's produce rate) and
+   ``python -m projections rebuild chart`` replays the topic into a fresh read model.
+
+Between platform phases the run waits until the platform is idle again, so one
+phase's backlog does not land on the next. The figures are printed as a table
+and written to ``var/bench/<timestamp>.json`` and ``var/bench/latest.json``; the
+ratios are set beside those of the previous run of the same scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing
+import os
+import platform as host
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ehr_events.devinfra import free_port, wait_for_port
+from ehr_events.devplatform import Platform
+
+from . import baselines, broker, report
+from .cpu import CORES, SpeedProbe, snapshot, usage, wait_for_quiet_machine, wait_quiet
+from .load import Phase, Target, run_phase
+from .profile import Recorder, summarize
+from .rebuild import run_rebuild
+from .report import Figure, percentile
+
+#: The gateway limits each caller to 100 requests a second (burst 200) and each
+#: client address to 300 (burst 600). One benchmark client is one caller at one
+#: address, so the run raises both through the gateway's own settings
+#: (``GatewaySettings.rate_per_subject`` and friends); no code changes.
+LIMITS_ENV = {
+    "EHR_RATE_PER_SUBJECT": "1000000",
+    "EHR_BURST_PER_SUBJECT": "1000000",
+    "EHR_RATE_PER_ADDRESS": "1000000",
+    "EHR_BURST_PER_ADDRESS": "1000000",
+}
+
+TARGET_RATE = 200.0
+WRITE_P99_MS = 50.0
+READ_P99_MS = 15.0
+LAG_P99_MS = 500.0
+REBUILD_EPS = 20_000.0
+
+#: The processes the write and read phases are profiled in (``--profile``).
+WRITE_PATH = (
+    "gateway",
+    "records",
+    "records-relay",
+    "chart-projector",
+    "audit-projector",
+    "gateway-relay",
+)
+READ_PATH = ("gateway", "projections")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="make bench ARGS=...", description="Benchmark the platform through the gateway."
+    )
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument(
+        "--rebuild-events",
+        type=int,
+        default=100_000,
+        help="events the rebuild replays (1000000 for the big one)",
+    )
+    parser.add_argument(
+        "--million", action="store_const", const=1_000_000, dest="rebuild_events",
+        help="rebuild from 1 000 000 events",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=TARGET_RATE, help="fixed offered rate, requests/s"
+    )
+    parser.add_argument(
+        "--rate-seconds", type=float, default=10.0, help="recorded seconds at the fixed rate"
+    )
+    parser.add_argument(
+        "--saturation-seconds", type=float, default=8.0, help="recorded seconds at saturation"
+    )
+    parser.add_argument("--warmup-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="closed-loop workers at saturation"
+    )
+    parser.add_argument("--lag-rate", type=float, default=50.0, help="write rate of the lag phase")
+    parser.add_argument("--lag-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--lag-every", type=int, default=6, help="watch every n-th write of the lag phase"
+    )
+    parser.add_argument(
+        "--rebuild-max-seconds", type=float, default=100.0,
+        help="stop the rebuild after this long and report the rate so far (0: no limit)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bare-seconds", type=float, default=6.0, help="recorded seconds per bare phase"
+    )
+    parser.add_argument("--drain-seconds", type=float, default=10.0,
+                        help="how long answers due in a fixed-rate window are awaited")  # fmt: skip
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="py-spy the busiest processes of the write, read and rebuild phases",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wait-quiet", type=float, default=60.0,
+        help="wait up to this long for the machine to be idle before starting",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip", type=lambda text: [s for s in text.split(",") if s], default=[],
+        help="steps to leave out, comma-separated: bare,db,broker,writes,lag,reads,rebuild "
+        "(their figures print as '-'; no comparison with the previous run)",
+    )  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the platform's var folder")
+    parser.add_argument("--out", type=Path, default=Path("var/bench"))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short phases and 10 000 events: a smoke run, not figures",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rate_seconds, args.saturation_seconds, args.lag_seconds = 3.0, 3.0, 4.0
+        args.warmup_seconds, args.bare_seconds, args.drain_seconds = 1.0, 3.0, 5.0
+        if args.rebuild_events == 100_000:
+            args.rebuild_events = 10_000
+    return args
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def postgres_url() -> str:
+    """A fresh benchmark database: ``scripts/postgres-setup.sh`` with ``ehr_bench``."""
+    import psycopg
+
+    env = {**os.environ, "EHR_PG_DATABASES": "ehr_bench"}
+    out = subprocess.run(
+        ["bash", "scripts/postgres-setup.sh"], env=env, check=True, capture_output=True, text=True
+    )
+    url = out.stdout.strip().splitlines()[-1]
+    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+        for schema in (
+            "identity",
+            "records",
+            "gateway",
+            "projections",
+            "bench_rebuild",
+            "bench_baseline",
+        ):
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return url
+
+
+class Run:
+    """One benchmark run: its settings, its phases' results, its figures."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started = time.monotonic()
+        self.timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.work = Path(tempfile.mkdtemp(prefix="ehr-bench-"))
+        self.database_url = ""
+        self.phases: dict[str, dict[str, Any]] = {}
+        self.baselines: dict[str, Any] = {}
+        self.rebuild: dict[str, Any] = {}
+        self.profiles: dict[str, dict[str, Any]] = {}
+        # collapsed stacks stay beside the figures (py-spy's raw format: flamegraph input)
+        self.recorder = Recorder(args.out / f"profiles-{self.timestamp}")
+        self.platform: Platform | None = None
+        self.token = ""
+        self.token_at = 0.0
+        self.idle_level = 0.0
+        self.patient_ids: list[str] = []
+        self.load = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self.probe = SpeedProbe()
+
+    # -- the load generator ---------------------------------------------------------
+    def drive(
+        self, name: str, target: Target, mode: str, *, profile: tuple[str, ...] = (), **kw: Any
+    ) -> dict[str, Any]:
+        """Run one phase in the load process (and py-spy some processes meanwhile)."""
+        args = self.args
+        seconds = kw.pop(
+            "seconds", args.rate_seconds if mode == "rate" else args.saturation_seconds
+        )
+        phase = Phase(
+            name=name,
+            target=target,
+            mode=mode,
+            seconds=seconds,
+            warmup_seconds=kw.pop("warmup_seconds", args.warmup_seconds),
+            rate=kw.pop("rate", args.rate if mode == "rate" else 0.0),
+            concurrency=kw.pop("concurrency", args.concurrency),
+            pids=self.pids(),
+            drain_seconds=args.drain_seconds,
+            **kw,
+        )
+        how = f"{phase.rate:g}/s" if mode == "rate" else f"{phase.concurrency} workers"
+        say(f"  {name}: {how}, {phase.warmup_seconds:g}+{seconds:g}s")
+        future = self.load.submit(run_phase, phase, len(self.phases))
+        if profile and args.profile and self.platform is not None:
+            time.sleep(phase.warmup_seconds + 0.1)
+            pids = {n: p.pid for n, p in self.platform.processes.items() if n in profile}
+            self.recorder.start(name, pids, seconds)
+        result = future.result()
+        result = summarize_phase(result)
+        result["probe_ms"] = self.probe.median(*result["window"])
+        self.phases[name] = result
+        if self.recorder.running:
+            for key, path in self.recorder.finish().items():
+                self.profiles[key] = summarize(path)
+        busiest, share = _busiest(result)
+        say(
+            f"    {result['ok']} ok, {result['failed']} failed, {result['throughput']:.1f}/s, "
+            f"p50 {report.fmt(result['p50_ms'], 'ms')} p99 {report.fmt(result['p99_ms'], 'ms')}; "
+            f"busiest {busiest} {100 * share:.0f}% of a core"
+        )
+        return result
+
+    def pids(self) -> dict[str, int]:
+        if self.platform is None:
+            return {}
+        return {n: p.pid for n, p in self.platform.processes.items() if p.poll() is None}
+
+    def settle(self) -> None:
+        """Wait until the platform has worked off what the last phase left behind."""
+        waited = wait_quiet(self.pids(), level=self.idle_level + 0.15, max_seconds=20)
+        if waited > 1:
+            say(f"    (platform busy for {waited:.1f}s after the phase)")
+
+    # -- steps ----------------------------------------------------------------------
+    def bare_baselines(self) -> None:
+        say("bare endpoint (the services' HTTP stack, nothing behind it)")
+        port = free_port()
+        log_dir = self.work / "bare" / "log"
+        log_dir.mkdir(parents=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare", "--port", str(port), "--log-dir", str(log_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port)
+            url = f"http://127.0.0.1:{port}"
+            for kind in ("bare_post", "bare_get"):
+                for mode in ("rate", "saturate"):
+                    self.drive_bare(f"{kind}.{mode}", Target(url, kind), mode, server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+    def drive_bare(self, name: str, target: Target, mode: str, pid: int) -> None:
+        # the bare server is the only metered process
+        args = self.args
+        phase = Phase(
+            name=name,
+            target=target,
+            mode=mode,
+            seconds=args.bare_seconds,
+            warmup_seconds=1.0,
+            rate=args.rate if mode == "rate" else 0.0,
+            concurrency=args.concurrency,
+            pids={"bare-endpoint": pid},
+            drain_seconds=args.drain_seconds,
+        )
+        result = summarize_phase(self.load.submit(run_phase, phase, len(self.phases)).result())
+        result["probe_ms"] = self.probe.median(*result["window"])
+        self.phases[name] = result
+        say(
+            f"  {name}: {result['throughput']:.0f}/s p50 {report.fmt(result['p50_ms'], 'ms')} "
+            f"p99 {report.fmt(result['p99_ms'], 'ms')}"
+        )
+
+    def database_baselines(self) -> None:
+        say("database: single-row commits")
+        if self.database_url:
+            self.baselines["commit"] = baselines.postgres_commit_rate(self.database_url)
+            self.baselines["commit"]["what"] = "PostgreSQL, psycopg"
+        else:
+            folder = self.work / "baseline"
+            normal = baselines.sqlite_commit_rate(folder, synchronous="NORMAL")
+            full = baselines.sqlite_commit_rate(folder, synchronous="FULL")
+            normal["what"] = "SQLite WAL synchronous=NORMAL (read models)"
+            full["what"] = "SQLite WAL synchronous=FULL (event stores)"
+            self.baselines["commit_read_models"] = normal
+            # a write commits in an event store: that is the write path's floor
+            self.baselines["commit"] = full
+        for key in ("commit_read_models", "commit"):
+            if key in self.baselines:
+                b = self.baselines[key]
+                say(f"  {b['what']}: {b['per_second']:,.0f} commits/s, p99 {b['p99_ms']:.2f} ms")
+
+    def start_platform(self) -> None:
+        say("platform: broker and every service (devplatform)")
+        extra = dict(LIMITS_ENV)
+        if self.database_url:
+            extra["EHR_DATABASE_URL"] = self.database_url
+        self.platform = Platform(var_dir=self.work / "var", extra_env=extra)
+        started = time.monotonic()
+        self.platform.start()
+        say(f"  ready in {time.monotonic() - started:.1f}s; gateway {self.platform.gateway_url}")
+        self.login()
+        # what the platform uses doing nothing (pollers): the level "idle" means
+        time.sleep(1.0)
+        before = snapshot(self.pids())
+        time.sleep(2.0)
+        idle = usage(before, snapshot(self.pids()))
+        self.idle_level = sum(idle.processes.values())
+        self.baselines["platform_idle_cores"] = self.idle_level
+        say(
+            f"  idle: {self.idle_level:.2f} cores busy; rest of the machine {idle.foreign:.2f} cores"
+        )
+
+    def login(self) -> str:
+        assert self.platform is not None
+        if self.token and time.monotonic() - self.token_at < 600:
+            return self.token
+        response = httpx.post(
+            f"{self.platform.gateway_url}/auth/token",
+            data={"grant_type": "password", "username": "physician", "password": "demo"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        self.token, self.token_at = response.json()["access_token"], time.monotonic()
+        return self.token
+
+    def target(self, kind: str, **kw: Any) -> Target:
+        assert self.platform is not None
+        return Target(
+            self.platform.gateway_url,
+            kind,
+            self.login(),
+            chart_url=f"http://127.0.0.1:{self.platform.ports['projections']}",
+            **kw,
+        )
+
+    def broker_round_trip(self) -> None:
+        assert self.platform is not None
+        say("broker: round trip (acks=all produce, projection runner's consumer settings)")
+        bootstrap = f"127.0.0.1:{self.platform.ports['broker']}"
+        trip = asyncio.run(broker.round_trip(bootstrap))
+        trips = trip.pop("round_trip_ms")
+        acks = trip.pop("ack_ms")
+        trip.update(
+            round_trip_p50_ms=percentile(trips, 50),
+            round_trip_p99_ms=percentile(trips, 99),
+            ack_p99_ms=percentile(acks, 99),
+            received=len(trips),
+        )
+        self.baselines["broker_round_trip"] = trip
+        say(
+            f"  produce ack p50 {trip['ack_p50_ms']:.1f} ms; round trip p50 "
+            f"{report.fmt(trip['round_trip_p50_ms'], 'ms')} p99 {report.fmt(trip['round_trip_p99_ms'], 'ms')}"
+        )
+
+    def writes(self) -> None:
+        say("writes (Prefer: return=minimal: the write is acknowledged once stored)")
+        # patients first: the allergies and the reads use their ids
+        result = self.drive(
+            "patient.create.rate", self.target("create_patient", minimal=True), "rate"
+        )
+        self.patient_ids += result.pop("created_ids")
+        self.settle()
+        result = self.drive(
+            "patient.create.saturate", self.target("create_patient", minimal=True), "saturate",
+            profile=WRITE_PATH,
+        )  # fmt: skip
+        self.patient_ids += result.pop("created_ids")
+        self.settle()
+        ids = tuple(self.patient_ids[:5000])
+        for mode in ("rate", "saturate"):
+            self.drive(
+                f"allergy.create.{mode}",
+                self.target("create_allergy", minimal=True, patient_ids=ids),
+                mode,
+            ).pop("created_ids")
+            self.settle()
+        say("writes (default return: the create answers once the chart shows it)")
+        result = self.drive(
+            "patient.create-full.saturate", self.target("create_patient"), "saturate"
+        )
+        self.patient_ids += result.pop("created_ids")
+        self.settle()
+
+    def lag(self) -> None:
+        args = self.args
+        say(f"event-to-chart lag: creates at {args.lag_rate:g}/s, every {args.lag_every}th watched")
+        result = self.drive(
+            "lag",
+            self.target("create_patient", minimal=True),
+            "rate",
+            rate=args.lag_rate,
+            seconds=args.lag_seconds,
+            lag_every=args.lag_every,
+            profile=("records-relay", "chart-projector"),
+        )
+        self.patient_ids += result.pop("created_ids")
+        self.settle()
+
+    def ensure_patients(self) -> None:
+        """Patients to read, when the write phases did not run."""
+        if len(self.patient_ids) < 200:
+            say("  (creating patients to read)")
+            result = self.drive(
+                "setup.patients", self.target("create_patient", minimal=True), "saturate",
+                seconds=5, warmup_seconds=0,
+            )  # fmt: skip
+            self.patient_ids += result.pop("created_ids")
+            self.settle()
+
+    def reads(self) -> None:
+        say("reads")
+        self.ensure_patients()
+        ids = tuple(self.patient_ids[:5000])
+        for kind, name in (("read_patient", "patient.read"), ("search_patient", "patient.search")):
+            for mode in ("rate", "saturate"):
+                self.drive(
+                    f"{name}.{mode}",
+                    self.target(kind, patient_ids=ids),
+                    mode,
+                    profile=READ_PATH if mode == "saturate" else (),
+                ).pop("created_ids")
+                self.settle()
+
+    def rebuild_chart(self) -> None:
+        assert self.platform is not None
+        args = self.args
+        say("rebuild: the services stop, the broker stays")
+        self.platform.stop(*[n for n in list(self.platform.processes) if n != "broker"])
+        bootstrap = f"127.0.0.1:{self.platform.ports['broker']}"
+        say(f"  publishing {args.rebuild_events:,} PatientRegisteredV1 events (acks=all)")
+        produced = asyncio.run(broker.seed(bootstrap, args.rebuild_events))
+        self.baselines["broker_produce"] = produced
+        say(
+            f"  produced at {produced['per_second']:,.0f}/s "
+            f"({produced['mean_value_bytes']:.0f} B value + {produced['mean_header_bytes']:.0f} B headers)"
+        )
+        say("  python -m projections rebuild chart (fresh read model)")
+        env = self.platform.env()
+
+        def profile_rebuild(pid: int) -> None:
+            # from the first applied batch on: process start and group join are not the rebuild
+            if args.profile:
+                self.recorder.start("rebuild", {"rebuild": pid}, 20)
+
+        self.rebuild = run_rebuild(
+            env,
+            self.work / "rebuild",
+            database_url=self.database_url,
+            max_seconds=args.rebuild_max_seconds or float("inf"),
+            on_first_batch=profile_rebuild,
+        )
+        if self.recorder.running:
+            for key, path in self.recorder.finish().items():
+                self.profiles[key] = summarize(path)
+        r = self.rebuild
+        r["probe_ms"] = self.probe.median(*r.pop("window"))
+        say(
+            f"  {r['events']:,} events in {r['wall_seconds']:.1f}s: applying "
+            f"{r['applying_per_second']:,.0f}/s, wall {r['wall_per_second']:,.0f}/s"
+        )
+
+    # -- the whole run --------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        args = self.args
+        self.load.submit(time.sleep, 0).result()  # the load process is up and warm
+        if args.wait_quiet > 0:
+            waited, level = wait_for_quiet_machine(args.wait_quiet)
+            self.baselines["machine_before_start_cores"] = level
+            if level > 0.25:
+                say(
+                    f"the machine stays busy ({level:.2f} cores used by others): figures will show it"
+                )
+            elif waited > 3:
+                say(f"waited {waited:.0f}s for the machine to be idle")
+        if args.postgres:
+            self.database_url = postgres_url()
+        self.probe.start()
+        skip = set(args.skip)
+        if "bare" not in skip:
+            self.bare_baselines()
+        if "db" not in skip:
+            self.database_baselines()
+        self.start_platform()
+        try:
+            steps = (
+                ("broker", self.broker_round_trip),
+                ("writes", self.writes),
+                ("lag", self.lag),
+                ("reads", self.reads),
+                ("rebuild", self.rebuild_chart),
+            )
+            for name, step in steps:
+                if name not in skip:
+                    step()
+        finally:
+            if self.platform is not None:
+                self.platform.stop()
+            self.load.shutdown()
+            self.probe.stop()
+        return self.results()
+
+    def results(self) -> dict[str, Any]:
+        figures = build_figures(self)
+        others = [
+            (r.get("cpu") or {}).get("foreign_cores_busy", 0.0)
+            for name, r in self.phases.items()
+            if not name.startswith("bare")
+        ]
+        data: dict[str, Any] = {
+            "meta": {
+                "timestamp": self.timestamp,
+                "backend": "postgres" if self.database_url else "sqlite",
+                "scenario": scenario(self.args),
+                "cores": CORES,
+                "host": host.node(),
+                "python": sys.version.split()[0],
+                "commit": _git_commit(),
+                "duration_seconds": round(time.monotonic() - self.started, 1),
+                "rate_limits_env": LIMITS_ENV,
+                "load_generator": "aiohttp on uvloop, one spawned process",
+                "others_mean_cores": sum(others) / len(others) if others else 0.0,
+                "others_max_cores": max(others, default=0.0),
+            },
+            "figures": [f.to_dict() for f in figures],
+            "baselines": self.baselines,
+            "phases": self.phases,
+            "rebuild": self.rebuild,
+            "profiles": self.profiles,
+        }
+        data["notes"] = closing_notes(figures, self)
+        return data
+
+
+def scenario(args: argparse.Namespace) -> dict[str, Any]:
+    """What must match for two runs' ratios to be comparable."""
+    return {
+        "rate": args.rate,
+        "rate_seconds": args.rate_seconds,
+        "saturation_seconds": args.saturation_seconds,
+        "concurrency": args.concurrency,
+        "lag_rate": args.lag_rate,
+        "rebuild_events": args.rebuild_events,
+        "rebuild_max_seconds": args.rebuild_max_seconds,
+        "skip": sorted(args.skip),
+    }
+
+
+def summarize_phase(result: dict[str, Any]) -> dict[str, Any]:
+    """Percentiles of a phase; requests never answered count as slower than any answer."""
+    latencies = result.pop("latencies_ms")
+    lags = result.pop("lags_ms")
+    seen = [lag for lag in lags if lag is not None]
+    statuses = result["statuses"]
+    unanswered = sum(
+        statuses.get(k, 0) for k in ("unfinished", "TimeoutError", "ServerTimeoutError")
+    )
+    padded = latencies + [math.inf] * unanswered
+
+    def finite(value: float | None) -> float | None:
+        return None if value is None or math.isinf(value) else value
+
+    result.update(
+        # open loop: what was due in the window, over the time it took to answer it
+        throughput=result["ok"] / max(result["seconds"], result.pop("last_done")),
+        unanswered=unanswered,
+        p50_ms=finite(percentile(padded, 50)),
+        p95_ms=finite(percentile(padded, 95)),
+        p99_ms=finite(percentile(padded, 99)),
+        max_ms=max(latencies) if latencies else None,
+    )
+    if lags:
+        result.update(
+            lag_samples=len(lags),
+            lag_unseen=len(lags) - len(seen),
+            lag_p50_ms=finite(percentile(seen + [math.inf] * (len(lags) - len(seen)), 50)),
+            lag_p99_ms=finite(percentile(seen + [math.inf] * (len(lags) - len(seen)), 99)),
+        )
+    result["client_cpu_share"] = result["client_cpu_seconds"] / result["seconds"]
+    # CPU the servers spent per request: steadier than rates on a shared machine
+    cpu = result.get("cpu") or {}
+    servers = {n: v for n, v in cpu.get("process_cores_busy", {}).items() if n != "load-generator"}
+    if servers and result["ok"]:
+        per_request = {n: 1000 * v * cpu["seconds"] / result["ok"] for n, v in servers.items()}
+        result["cpu_ms_per_request"] = sum(per_request.values())
+        top = sorted(per_request.items(), key=lambda kv: -kv[1])[:3]
+        result["cpu_breakdown"] = ", ".join(f"{n} {v:.1f}" for n, v in top)
+    return result
+
+
+def _busiest(result: dict[str, Any]) -> tuple[str, float]:
+    processes = (result.get("cpu") or {}).get("process_cores_busy", {})
+    candidates = {n: v for n, v in processes.items() if n != "load-generator"}
+    if not candidates:
+        return "-", 0.0
+    name = max(candidates, key=lambda n: candidates[n])
+    return name, candidates[name]
+
+
+def build_figures(run: Run) -> list[Figure]:
+    p, b, args = run.phases, run.baselines, run.args
+    figures: list[Figure] = []
+    rate = f"@{args.rate:g}/s"
+
+    def get(phase: str, key: str) -> Any:
+        return p.get(phase, {}).get(key)
+
+    def latency_rows(
+        group: str, label: str, phase: str, bare: str, target: float | None, key: str = ""
+    ) -> None:
+        for q in ("p50", "p95", "p99"):
+            figures.append(
+                Figure(
+                    key=f"{key or phase}.{q}",
+                    group=group,
+                    label=f"{label} {q}",
+                    value=get(phase, f"{q}_ms"),
+                    unit="ms",
+                    baseline_label=f"bare {q}",
+                    baseline=get(bare, f"{q}_ms"),
+                    target_op="<=" if q == "p99" and target is not None else "",
+                    target=target if q == "p99" else None,
+                    phase=phase,
+                    overloaded=overloaded(phase),
+                    **unanswered(phase, q),
+                )
+            )
+
+    def overloaded(phase: str) -> bool:
+        result = p.get(phase)
+        if not result or not result.get("offered_rate"):
+            return False
+        return bool(result["unanswered"]) or result["throughput"] < 0.95 * result["offered_rate"]
+
+    def unanswered(phase: str, q: str) -> dict[str, str]:
+        if get(phase, f"{q}_ms") is not None or not get(phase, "unanswered"):
+            return {}
+        return {
+            "value_text": f"> {args.drain_seconds:g} s",
+            "note": f"{get(phase, 'unanswered')} requests not answered {args.drain_seconds:g} s "
+            "after the window",
+        }
+
+    def cpu_row(group: str, label: str, phase: str, bare: str) -> None:
+        figures.append(
+            Figure(
+                key=f"{phase}.cpu",
+                group=group,
+                label=f"{label}: platform CPU per request",
+                value=get(phase, "cpu_ms_per_request"),
+                unit="ms",
+                baseline_label="bare CPU/req",
+                baseline=get(bare, "cpu_ms_per_request"),
+                phase=phase,
+                note=get(phase, "cpu_breakdown") or "",
+            )
+        )
+
+    commit = b.get("commit", {})
+    commit_label = "commits/s (db)"
+    for name, label in (
+        ("patient.create", "create Patient"),
+        ("allergy.create", "create AllergyIntolerance"),
+    ):
+        group = "writes (return=minimal)"
+        fixed = f"{name}.rate"
+        achieved = get(fixed, "throughput")
+        figures.append(
+            Figure(
+                f"{fixed}.rps",
+                group,
+                f"{label} {rate}: req/s",
+                achieved,
+                "/s",
+                "bare /s",
+                get("bare_post.rate", "throughput"),
+                phase=fixed,
+                note=_kept_up(p.get(fixed), args.rate),
+            )  # fmt: skip
+        )
+        latency_rows(group, f"{label} {rate}", fixed, "bare_post.rate", WRITE_P99_MS)
+        sat = f"{name}.saturate"
+        figures.append(
+            Figure(
+                f"{sat}.rps",
+                group,
+                f"{label} saturation: req/s",
+                get(sat, "throughput"),
+                "/s",
+                commit_label,
+                commit.get("per_second"),
+                phase=sat,
+            )  # fmt: skip
+        )
+        latency_rows(group, f"{label} saturation", sat, "bare_post.saturate", None)
+        cpu_row(group, f"{label} saturation", sat, "bare_post.saturate")
+    full = "patient.create-full.saturate"
+    group = "writes (default return: waits for the chart)"
+    figures.append(
+        Figure(
+            f"{full}.rps",
+            group,
+            "create Patient saturation: req/s",
+            get(full, "throughput"),
+            "/s",
+            commit_label,
+            commit.get("per_second"),
+            phase=full,
+        )  # fmt: skip
+    )
+    latency_rows(group, "create Patient saturation", full, "bare_post.saturate", None)
+    cpu_row(group, "create Patient saturation", full, "bare_post.saturate")
+
+    trip = b.get("broker_round_trip", {})
+    for q, target in (("p50", None), ("p99", LAG_P99_MS)):
+        figures.append(
+            Figure(
+                f"lag.{q}",
+                "event-to-chart lag",
+                f"lag {q} (creates @{args.lag_rate:g}/s)",
+                get("lag", f"lag_{q}_ms"),
+                "ms",
+                f"broker round trip {q}",
+                trip.get(f"round_trip_{q}_ms"),
+                "<=" if target else "",
+                target,
+                "lag",
+                note=f"{get('lag', 'lag_samples') or 0} samples, {get('lag', 'lag_unseen') or 0} unseen",
+            )  # fmt: skip
+        )
+    # the lag phase's own writes: the write path below saturation
+    latency_rows(
+        "event-to-chart lag",
+        f"its creates @{args.lag_rate:g}/s (minimal)",
+        "lag",
+        "bare_post.rate",
+        None,
+    )
+
+    for name, label in (
+        ("patient.read", "read Patient by id"),
+        ("patient.search", "search Patient by family"),
+    ):
+        group = "reads"
+        fixed = f"{name}.rate"
+        figures.append(
+            Figure(
+                f"{fixed}.rps",
+                group,
+                f"{label} {rate}: req/s",
+                get(fixed, "throughput"),
+                "/s",
+                "bare /s",
+                get("bare_get.rate", "throughput"),
+                phase=fixed,
+                note=_kept_up(p.get(fixed), args.rate),
+            )  # fmt: skip
+        )
+        latency_rows(group, f"{label} {rate}", fixed, "bare_get.rate", READ_P99_MS)
+        sat = f"{name}.saturate"
+        figures.append(
+            Figure(
+                f"{sat}.rps",
+                group,
+                f"{label} saturation: req/s",
+                get(sat, "throughput"),
+                "/s",
+                "bare /s",
+                get("bare_get.saturate", "throughput"),
+                phase=sat,
+            )  # fmt: skip
+        )
+        latency_rows(group, f"{label} saturation", sat, "bare_get.saturate", None)
+        cpu_row(group, f"{label} saturation", sat, "bare_get.saturate")
+
+    r = run.rebuild
+    produce = b.get("broker_produce", {})
+    n = f"{args.rebuild_events:,}"
+    complete = "" if r.get("complete") else "INCOMPLETE: "
+    figures.append(
+        Figure(
+            "rebuild.applying",
+            "rebuild",
+            f"rebuild chart from {n} events: applying ev/s",
+            r.get("applying_per_second"),
+            "/s",
+            "produced/s (acks=all)",
+            produce.get("per_second"),
+            ">=",
+            REBUILD_EPS,
+            "rebuild",
+            note=f"{complete}{r.get('events', 0):,} events; excludes start, group join, idle exit",
+        )  # fmt: skip
+    )
+    figures.append(
+        Figure(
+            "rebuild.wall",
+            "rebuild",
+            f"rebuild chart from {n} events: wall ev/s",
+            r.get("wall_per_second"),
+            "/s",
+            "produced/s (acks=all)",
+            produce.get("per_second"),
+            phase="rebuild",
+            note=f"{r.get('wall_seconds', 0):.1f}s start to exit; join+first batch "
+            f"{r.get('until_first_batch_seconds') or 0:.1f}s",
+        )  # fmt: skip
+    )
+    return figures
+
+
+def _kept_up(result: dict[str, Any] | None, rate: float) -> str:
+    if not result:
+        return ""
+    if result["failed"]:
+        return f"{result['failed']} failed"
+    if result["throughput"] < 0.95 * rate:
+        return "did not keep up"
+    return ""
+
+
+def closing_notes(figures: list[Figure], run: Run) -> list[str]:
+    """For each missed target: the busiest process of its phase, the machine, the profile."""
+    notes: list[str] = []
+    for f in figures:
+        if f.result != "MISS":
+            continue
+        if f.phase == "rebuild":
+            r = run.rebuild
+            cpu_share = r.get("cpu_seconds", 0) / max(1e-9, r.get("wall_seconds", 1))
+            text = (
+                f"{f.label} = {report.fmt(f.value, f.unit)} misses {f.target_op} "
+                f"{report.fmt(f.target, f.unit)}: the rebuild process used {100 * cpu_share:.0f}% of a "
+                "core over its run (one process applies the events one by one"
+                + ("; CPU-bound)" if cpu_share > 0.75 else "; it also waits on the database)")
+            )
+            notes.append(text + _profile_text(run, "rebuild.rebuild"))
+            continue
+        phase = run.phases.get(f.phase, {})
+        cpu = phase.get("cpu") or {}
+        processes = {
+            k: v for k, v in cpu.get("process_cores_busy", {}).items() if k != "load-generator"
+        }
+        top = sorted(processes.items(), key=lambda kv: -kv[1])[:3]
+        busy = cpu.get("machine_cores_busy", 0.0)
+        text = (
+            f"{f.label} = {f.value_text or report.fmt(f.value, f.unit)} misses {f.target_op} "
+            f"{report.fmt(f.target, f.unit)}"
+            f" ({phase.get('throughput', 0):.0f}/s served of {phase.get('offered_rate') or 'max'}"
+            f"{'/s offered' if phase.get('offered_rate') else ''}): machine {busy:.2f} of {CORES} cores busy"
+            f" (load generator {cpu.get('process_cores_busy', {}).get('load-generator', 0):.2f},"
+            f" others {cpu.get('foreign_cores_busy', 0):.2f}); busiest: "
+            + ", ".join(f"{n} {v:.2f}" for n, v in top)
+        )
+        if top and top[0][1] >= 0.8:
+            text += f" -> {top[0][0]} saturated (one Python event loop near a full core)"
+        elif busy >= 0.9 * CORES:
+            text += " -> the machine is CPU-bound"
+        if f.phase == "lag":
+            trip = run.baselines.get("broker_round_trip", {})
+            text += (
+                f". The broker alone (acks=all produce to a consumer with the projection runner's "
+                f"settings) delivers at p50 {report.fmt(trip.get('round_trip_p50_ms'), 'ms')}, p99 "
+                f"{report.fmt(trip.get('round_trip_p99_ms'), 'ms')} although its produce ack takes "
+                f"{report.fmt(trip.get('ack_p50_ms'), 'ms')}: the consumer's fetch wait; the rest is "
+                "the relay's poll interval, the projector's apply and queueing on busy cores"
+            )
+            notes.append(text + _profile_text(run, "lag.chart-projector"))
+            continue
+        related = f.phase.replace(".rate", ".saturate")
+        sat = run.phases.get(related, {})
+        if sat.get("cpu_ms_per_request"):
+            cost = sat["cpu_ms_per_request"]
+            text += (
+                f". At saturation one request costs {cost:.1f} ms of CPU ({sat['cpu_breakdown']}): "
+                f"{CORES} cores carry at most {CORES * 1000 / cost:.0f} requests/s, and "
+                f"{args_rate(run):g}/s needs at most {CORES * 1000 / args_rate(run):.1f} ms"
+            )
+        notes.append(text + _profile_text(run, f"{related}.{top[0][0]}" if top else ""))
+    return notes
+
+
+def args_rate(run: Run) -> float:
+    return float(run.args.rate)
+
+
+def _profile_text(run: Run, key: str) -> str:
+    profile = run.profiles.get(key)
+    if not profile:
+        return "" if run.args.profile else " (function level: make bench ARGS=--profile)"
+    platform = "; ".join(f"{n} {v:.0f}%" for n, v in profile["platform"][:4])
+    libraries = "; ".join(f"{n} {v:.0f}%" for n, v in profile["by_library"][:4])
+    own = "; ".join(f"{n} {v:.0f}%" for n, v in profile["own"][:3])
+    return (
+        f"\n    profile of {key} ({profile['samples']} samples): spent in {platform}"
+        f"\n    by library: {libraries}\n    hottest frames: {own}"
+    )
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def print_report(
+    data: dict[str, Any], figures: list[Figure], comparison: dict[str, Any] | None
+) -> None:
+    meta = data["meta"]
+    print()
+    print(
+        f"EHR platform benchmark {meta['timestamp']}: {meta['backend']}, {meta['cores']} cores, "
+        f"commit {meta['commit']}, {meta['duration_seconds']:.0f}s"
+    )
+    print("ratio = value / baseline (rates: share of the baseline; latencies: multiples of it)")
+    print()
+    print(report.figures_table(figures))
+    print()
+    print(phases_table(data["phases"]))
+    print()
+    b = data["baselines"]
+    print("baselines:")
+    for key in ("commit_read_models", "commit"):
+        if key in b:
+            print(f"  {b[key]['what']}: {b[key]['per_second']:,.0f} single-row commits/s")
+    if "broker_produce" in b:
+        bp = b["broker_produce"]
+        print(
+            f"  broker produce, acks=all: {bp['per_second']:,.0f} messages/s "
+            f"({bp['mean_value_bytes']:.0f} B value, {bp['mean_header_bytes']:.0f} B headers)"
+        )
+    if "broker_round_trip" in b:
+        rt = b["broker_round_trip"]
+        print(
+            f"  broker round trip: ack p50 {rt['ack_p50_ms']:.1f} ms; delivered p50 "
+            f"{report.fmt(rt['round_trip_p50_ms'], 'ms')}, p99 {report.fmt(rt['round_trip_p99_ms'], 'ms')}"
+        )
+    print(f"  platform idle: {b.get('platform_idle_cores', 0):.2f} cores (pollers)")
+    others = meta.get("others_mean_cores", 0.0)
+    print(
+        f"  rest of the machine during the platform's phases: {others:.2f} cores on average, "
+        f"{meta.get('others_max_cores', 0.0):.2f} at most"
+    )
+    if others > 0.2:
+        print(
+            "  WARNING: other processes used the machine meanwhile: the figures are lower and the "
+            "ratios less stable than on a quiet machine"
+        )
+    if comparison and comparison["rows"]:
+        print()
+        print(
+            f"ratios beside the previous run ({comparison['previous_run']}): "
+            f"{comparison['stable']} of {comparison['compared']} within 20%; "
+            f"{comparison['stable_not_overloaded']} of {comparison['compared_not_overloaded']} "
+            "leaving out latencies at a rate the platform could not serve"
+        )
+        print(report.comparison_table(comparison))
+    misses = [f for f in figures if f.result == "MISS"]
+    passes = [f for f in figures if f.result == "pass"]
+    print()
+    print(f"targets: {len(passes)} met, {len(misses)} missed")
+    if data["notes"]:
+        print("closing note (bottleneck of each missed target):")
+        for note in data["notes"]:
+            print(f"  - {note}")
+
+
+def phases_table(phases: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for name, r in phases.items():
+        cpu = r.get("cpu") or {}
+        busiest, share = _busiest(r)
+        rows.append(
+            [
+                name,
+                f"{r['offered_rate']:g}/s" if r["offered_rate"] else "closed",
+                f"{r['throughput']:.1f}",
+                str(r["failed"]),
+                f"{cpu.get('process_cores_busy', {}).get('load-generator', 0):.2f}",
+                f"{cpu.get('machine_cores_busy', 0):.2f}",
+                f"{cpu.get('foreign_cores_busy', 0):.2f}",
+                f"{busiest} {share:.2f}",
+                f"{r.get('send_delay_p99_ms', 0):.1f}" if r["offered_rate"] else "",
+                report.fmt(r.get("probe_ms")),
+            ]
+        )
+    return table_with_title(
+        "phases (CPU in cores busy over the recorded window; probe: CPU ms of a fixed "
+        "workload, higher = slower machine)",
+        rows,
+        [
+            "phase",
+            "offered",
+            "served/s",
+            "failed",
+            "loadgen",
+            "machine",
+            "others",
+            "busiest",
+            "late p99 ms",
+            "probe",
+        ],
+    )
+
+
+def table_with_title(title: str, rows: list[list[str]], header: list[str]) -> str:
+    return title + ":\n" + report.table(rows, header, right={2, 3, 4, 5, 6, 8, 9})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    run = Run(args)
+    say(f"benchmark: {'PostgreSQL' if args.postgres else 'SQLite'}; platform files in {run.work}")
+    try:
+        data = run.execute()
+    finally:
+        if not args.keep:
+            shutil.rmtree(run.work, ignore_errors=True)
+    figures = [
+        Figure(**{k: v for k, v in f.items() if k not in ("ratio", "result")})
+        for f in data["figures"]
+    ]
+    previous = report.previous_run(args.out, data["meta"]["backend"])
+    comparison = None
+    if previous and previous["meta"].get("scenario") == data["meta"]["scenario"]:
+        comparison = report.compare(data, previous)
+        data["comparison"] = comparison
+    path, _ = report.write(args.out, data["meta"]["timestamp"], data)
+    print_report(data, figures, comparison)
+    print(f"\nwritten: {path} and {args.out / 'latest.json'}")
+    return 0
