@@ -148,10 +148,11 @@ def _baseline_unit(f: Figure) -> str:
 
 def compare(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
     """Each figure's ratio beside the previous run's, and whether it held within 20%."""
-    before = {f["key"]: f for f in previous.get("figures", [])}
+    # key and label: runs written before a key was made unique still compare correctly
+    before = {(f["key"], f["label"]): f for f in previous.get("figures", [])}
     rows = []
     for f in current["figures"]:
-        old = before.get(f["key"])
+        old = before.get((f["key"], f["label"]))
         if old is None or f.get("ratio") is None or not old.get("ratio"):
             continue
         change = f["ratio"] / old["ratio"] - 1

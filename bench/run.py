@@ -10,11 +10,13 @@ Order of a run (each step bounded in time; about six minutes on 2 cores):
    with the gateway's rate limits raised (see :data:`LIMITS_ENV`);
 4. the broker's round trip (``acks=all`` produce to a consumer with the projection
    runner's settings), the floor of the event-to-chart lag;
-5. writes (FHIR create Patient, AllergyIntolerance) at the fixed rate and at
-   saturation, then the default create that waits for the chart;
+5. writes at saturation: FHIR create Patient and AllergyIntolerance acknowledged
+   once stored, then the default create that waits for the chart;
 6. the event-to-chart lag at a moderate write rate;
-7. reads (FHIR read by id, search by family name) at the fixed rate and at saturation;
-8. the services stop (the broker stays); 100 000 ``PatientRegisteredV1`` events are
+7. reads at saturation: FHIR read by id, search by family name;
+8. the same writes and reads at the fixed rate, last: a rate the platform cannot
+   serve leaves a backlog (and open connections) behind;
+9. the services stop (the broker stays); 100 000 ``PatientRegisteredV1`` events are
    published with ``acks=all`` (timed: the broker's produce rate) and
    ``python -m projections rebuild chart`` replays the topic into a fresh read model.
 
@@ -135,7 +137,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--skip", type=lambda text: [s for s in text.split(",") if s], default=[],
-        help="steps to leave out, comma-separated: bare,db,broker,writes,lag,reads,rebuild "
+        help="steps to leave out, comma-separated: bare,db,broker,writes,lag,reads,fixed,rebuild "
         "(their figures print as '-'; no comparison with the previous run)",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the platform's var folder")
@@ -383,13 +385,8 @@ class Run:
         )
 
     def writes(self) -> None:
-        say("writes (Prefer: return=minimal: the write is acknowledged once stored)")
+        say("writes at saturation (Prefer: return=minimal: acknowledged once stored)")
         # patients first: the allergies and the reads use their ids
-        result = self.drive(
-            "patient.create.rate", self.target("create_patient", minimal=True), "rate"
-        )
-        self.patient_ids += result.pop("created_ids")
-        self.settle()
         result = self.drive(
             "patient.create.saturate", self.target("create_patient", minimal=True), "saturate",
             profile=WRITE_PATH,
@@ -397,19 +394,48 @@ class Run:
         self.patient_ids += result.pop("created_ids")
         self.settle()
         ids = tuple(self.patient_ids[:5000])
-        for mode in ("rate", "saturate"):
-            self.drive(
-                f"allergy.create.{mode}",
-                self.target("create_allergy", minimal=True, patient_ids=ids),
-                mode,
-            ).pop("created_ids")
-            self.settle()
-        say("writes (default return: the create answers once the chart shows it)")
+        self.drive(
+            "allergy.create.saturate",
+            self.target("create_allergy", minimal=True, patient_ids=ids),
+            "saturate",
+        ).pop("created_ids")
+        self.settle()
+        say("writes at saturation (default return: answered once the chart shows it)")
         result = self.drive(
             "patient.create-full.saturate", self.target("create_patient"), "saturate"
         )
         self.patient_ids += result.pop("created_ids")
         self.settle()
+
+    def fixed_rate(self) -> None:
+        """The fixed-rate phases, last: where the platform cannot keep up, the backlog
+        (and the connections the gateway opened for it) would weigh on what follows."""
+        skip = set(self.args.skip)
+        say(f"fixed rate {self.args.rate:g}/s")
+        ids = tuple(self.patient_ids[:5000])
+        if "writes" not in skip:
+            result = self.drive(
+                "patient.create.rate", self.target("create_patient", minimal=True), "rate"
+            )
+            self.patient_ids += result.pop("created_ids")
+            self.settle()
+            self.drive(
+                "allergy.create.rate",
+                self.target("create_allergy", minimal=True, patient_ids=ids),
+                "rate",
+            ).pop("created_ids")
+            self.settle()
+        if "reads" not in skip:
+            self.ensure_patients()
+            ids = tuple(self.patient_ids[:5000])
+            for kind, name in (
+                ("read_patient", "patient.read"),
+                ("search_patient", "patient.search"),
+            ):
+                self.drive(f"{name}.rate", self.target(kind, patient_ids=ids), "rate").pop(
+                    "created_ids"
+                )
+                self.settle()
 
     def lag(self) -> None:
         args = self.args
@@ -438,18 +464,15 @@ class Run:
             self.settle()
 
     def reads(self) -> None:
-        say("reads")
+        say("reads at saturation")
         self.ensure_patients()
         ids = tuple(self.patient_ids[:5000])
         for kind, name in (("read_patient", "patient.read"), ("search_patient", "patient.search")):
-            for mode in ("rate", "saturate"):
-                self.drive(
-                    f"{name}.{mode}",
-                    self.target(kind, patient_ids=ids),
-                    mode,
-                    profile=READ_PATH if mode == "saturate" else (),
-                ).pop("created_ids")
-                self.settle()
+            self.drive(
+                f"{name}.saturate", self.target(kind, patient_ids=ids), "saturate",
+                profile=READ_PATH,
+            ).pop("created_ids")  # fmt: skip
+            self.settle()
 
     def rebuild_chart(self) -> None:
         assert self.platform is not None
@@ -517,6 +540,7 @@ class Run:
                 ("writes", self.writes),
                 ("lag", self.lag),
                 ("reads", self.reads),
+                ("fixed", self.fixed_rate),
                 ("rebuild", self.rebuild_chart),
             )
             for name, step in steps:
@@ -550,6 +574,8 @@ class Run:
                 "load_generator": "aiohttp on uvloop, one spawned process",
                 "others_mean_cores": sum(others) / len(others) if others else 0.0,
                 "others_max_cores": max(others, default=0.0),
+                "probe_median_ms": self.probe.median(0.0, math.inf),
+                "probe_phase_range_ms": _probe_range(self.phases),
             },
             "figures": [f.to_dict() for f in figures],
             "baselines": self.baselines,
@@ -559,6 +585,11 @@ class Run:
         }
         data["notes"] = closing_notes(figures, self)
         return data
+
+
+def _probe_range(phases: dict[str, dict[str, Any]]) -> tuple[float, float] | None:
+    values = [r["probe_ms"] for r in phases.values() if r.get("probe_ms")]
+    return (min(values), max(values)) if values else None
 
 
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
@@ -572,6 +603,7 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
         "rebuild_events": args.rebuild_events,
         "rebuild_max_seconds": args.rebuild_max_seconds,
         "skip": sorted(args.skip),
+        "order": "saturation, lag, then fixed rate",
     }
 
 
@@ -764,6 +796,7 @@ def build_figures(run: Run) -> list[Figure]:
         "lag",
         "bare_post.rate",
         None,
+        key="lag.create",
     )
 
     for name, label in (
@@ -835,6 +868,8 @@ def build_figures(run: Run) -> list[Figure]:
             f"{r.get('until_first_batch_seconds') or 0:.1f}s",
         )  # fmt: skip
     )
+    keys = [f.key for f in figures]
+    assert len(keys) == len(set(keys)), "every figure needs its own key"
     return figures
 
 
@@ -983,6 +1018,12 @@ def print_report(
             "  WARNING: other processes used the machine meanwhile: the figures are lower and the "
             "ratios less stable than on a quiet machine"
         )
+    probe, spread = meta.get("probe_median_ms"), meta.get("probe_phase_range_ms")
+    if probe and spread:
+        print(
+            f"  speed probe (CPU ms of a fixed workload; higher = slower cores): median {probe:.2f}, "
+            f"phases from {spread[0]:.2f} to {spread[1]:.2f} ({100 * (spread[1] / spread[0] - 1):.0f}% apart)"
+        )
     if comparison and comparison["rows"]:
         print()
         print(
@@ -991,6 +1032,12 @@ def print_report(
             f"{comparison['stable_not_overloaded']} of {comparison['compared_not_overloaded']} "
             "leaving out latencies at a rate the platform could not serve"
         )
+        before, now = comparison.get("previous_probe_ms"), data["meta"].get("probe_median_ms")
+        if before and now:
+            print(
+                f"the machine itself: speed probe {before:.2f} ms then, {now:.2f} ms now "
+                f"({100 * (now / before - 1):+.0f}%): CPU-bound figures move with it"
+            )
         print(report.comparison_table(comparison))
     misses = [f for f in figures if f.result == "MISS"]
     passes = [f for f in figures if f.result == "pass"]
@@ -1061,6 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
     comparison = None
     if previous and previous["meta"].get("scenario") == data["meta"]["scenario"]:
         comparison = report.compare(data, previous)
+        comparison["previous_probe_ms"] = previous["meta"].get("probe_median_ms")
         data["comparison"] = comparison
     path, _ = report.write(args.out, data["meta"]["timestamp"], data)
     print_report(data, figures, comparison)
