@@ -243,9 +243,6 @@ class ProjectionRunner:
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             metadata_max_age_ms=3000,
-            # a broker may hold a fetch until this wait ends when there is little
-            # to send: it bounds the event-to-read-model lag (default 500 ms)
-            fetch_max_wait_ms=50,
         )
         pattern = "^(" + "|".join(re.escape(t) for t in self.projection.topics) + ")$"
         consumer.subscribe(pattern=pattern)
