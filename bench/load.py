@@ -33,11 +33,12 @@ from typing import Any
 
 import aiohttp
 
+from ehr_events import fhirsamples
+
 from .cpu import snapshot, usage
 
 FHIR_JSON = "application/fhir+json"
 MRN_SYSTEM = "urn:ehr:mrn"
-MR_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}
 #: Family names of generated patients: a search for one of them finds a few patients.
 FAMILIES = tuple(
     f"{a}{b}"
@@ -125,50 +126,20 @@ class PhaseResult:
 
 
 def _patient(mrn: str, rng: random.Random) -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "identifier": [{"type": MR_TYPE, "system": MRN_SYSTEM, "value": mrn}],
-        "name": [{"family": rng.choice(FAMILIES), "given": [rng.choice(GIVEN)]}],
-        "gender": rng.choice(("male", "female")),
-        "birthDate": f"{rng.randint(1930, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-        "telecom": [{"system": "phone", "value": "+1 555 0100", "use": "home"}],
-        "address": [{"line": ["12 Lantern Row"], "city": "Springfield", "postalCode": "01010"}],
-    }
+    birth_date = f"{rng.randint(1930, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    body = fhirsamples.patient(
+        rng.choice(FAMILIES),
+        rng.choice(GIVEN),
+        mrn=mrn,
+        birth_date=birth_date,
+        gender=rng.choice(("male", "female")),
+    )
+    body["identifier"][0]["system"] = MRN_SYSTEM
+    return body
 
 
 def _allergy(patient_id: str) -> dict[str, Any]:
-    return {
-        "resourceType": "AllergyIntolerance",
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "clinicalStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-                    "code": "active",
-                }
-            ]
-        },
-        "verificationStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                    "code": "confirmed",
-                }
-            ]
-        },
-        "category": ["medication"],
-        "criticality": "high",
-        "code": {
-            "coding": [
-                {
-                    "system": "http://snomed.info/sct",
-                    "code": "91936005",
-                    "display": "Allergy to penicillin",
-                }
-            ]
-        },
-        "reaction": [{"manifestation": [{"text": "Hives"}], "severity": "moderate"}],
-    }
+    return fhirsamples.allergy(patient_id)
 
 
 @dataclass
