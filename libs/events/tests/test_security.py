@@ -104,3 +104,44 @@ def test_a_token_without_jti_is_refused(factory: TokenFactory) -> None:
 def test_missing_or_malformed_authorization_is_refused(header: str | None) -> None:
     with pytest.raises(InvalidToken):
         bearer_token(header)
+
+
+def test_a_remembered_token_is_still_refused_once_it_expires(factory: TokenFactory) -> None:
+    verifier = factory.verifier()
+    verifier.leeway = 0
+    token = factory.token(ttl=1)
+
+    async def scenario() -> None:
+        assert (await verifier.verify(token)).roles == {"physician"}
+        await asyncio.sleep(2.1)
+        with pytest.raises(InvalidToken, match="expired"):
+            await verifier.verify(token)
+
+    asyncio.run(scenario())
+
+
+def test_a_remembered_token_is_refused_once_its_key_leaves_the_key_set(
+    factory: TokenFactory,
+) -> None:
+    verifier = factory.verifier()
+    token = factory.token()
+
+    async def scenario() -> None:
+        await verifier.verify(token)
+        verifier.set_jwks(TokenFactory().jwks())  # identity dropped the key
+        with pytest.raises(InvalidToken, match="unknown signing key"):
+            await verifier.verify(token)
+
+    asyncio.run(scenario())
+
+
+def test_remembered_tokens_are_bounded(factory: TokenFactory) -> None:
+    verifier = factory.verifier()
+    verifier.remember = 2
+    tokens = [factory.token(subject=f"u-{i}") for i in range(3)]
+
+    async def scenario() -> list[str]:
+        return [(await verifier.verify(t)).subject for t in tokens + tokens]
+
+    assert asyncio.run(scenario()) == ["u-0", "u-1", "u-2"] * 2
+    assert len(verifier._verified) == 2

@@ -4,6 +4,11 @@ Tokens are JWTs signed by the identity service with an asymmetric key (ES256 or
 RS256) published at its JWKS endpoint. Only those algorithms are accepted, so
 ``alg: none`` and HS256 tokens signed with a public key are refused. The key set
 is cached and refetched when a token names a ``kid`` the cache does not know.
+
+A token that verified is remembered (by its exact text) until it expires, so a
+client's next request with it costs a lookup instead of a signature check and a
+JSON parse. A remembered token is still refused once expired, and once its key
+has left the published key set.
 """
 
 from __future__ import annotations
@@ -103,6 +108,7 @@ class TokenVerifier:
         leeway_seconds: int = 5,
         cache_seconds: int = 300,
         min_refetch_seconds: float = 1.0,
+        remember: int = 10_000,
     ) -> None:
         self.jwks_url = jwks_url
         self.issuer = issuer
@@ -113,6 +119,9 @@ class TokenVerifier:
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        #: Verified tokens: text -> (principal, key id, exp); oldest first, at most ``remember``.
+        self.remember = remember
+        self._verified: dict[str, tuple[Principal, str, float]] = {}
 
     def set_jwks(self, jwks: dict[str, Any]) -> None:
         """Replace the cached key set (used after a fetch, and by tests)."""
@@ -147,6 +156,24 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """Verify signature, algorithm, expiry, not-before, issuer and audience."""
+        known = self._verified.get(token)
+        if known is not None:
+            principal, kid, expires = known
+            if time.time() > expires + self.leeway:
+                del self._verified[token]
+                raise InvalidToken("token expired")
+            # a key that left the key set takes its tokens with it
+            await self._key_for(kid)
+            return principal
+        principal, kid, claims = await self._verify_signed(token)
+        nbf = claims.get("nbf")
+        if self.remember > 0 and (nbf is None or float(nbf) <= time.time()):
+            if len(self._verified) >= self.remember:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = (principal, kid, float(claims["exp"]))
+        return principal
+
+    async def _verify_signed(self, token: str) -> tuple[Principal, str, dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -182,7 +209,7 @@ class TokenVerifier:
             raise InvalidToken(f"token lacks the {exc.claim} claim") from None
         except jwt.PyJWTError:
             raise InvalidToken("token signature invalid") from None
-        return principal_from_claims(claims, token)
+        return principal_from_claims(claims, token), kid, claims
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -25,6 +25,10 @@ class GatewaySettings(ServiceSettings):
     burst_per_address: int = 600
     #: Time limit of one call to an upstream service.
     upstream_timeout_seconds: float = 10.0
+    #: Connections to the services, all of them together: a request beyond it waits
+    #: for a free one (up to 2 s, then 503), so a flood queues at the edge instead of
+    #: piling onto the services.
+    upstream_connections: int = 64
     #: How long a read waits for the chart to reach a version the write side knows.
     read_your_writes_wait_ms: int = 2000
 

@@ -1,4 +1,8 @@
-"""Per-request objects of the routes, as ``Annotated`` dependencies."""
+"""Per-request objects of the routes, as ``Annotated`` dependencies.
+
+All ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+thread hop per dependency per request for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,15 @@ from .fhir.search import PagingTokens
 from .upstream import Upstream
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-def _upstream(request: Request) -> Upstream:
+async def _upstream(request: Request) -> Upstream:
     return request.app.state.upstream
 
 
-def _paging(request: Request) -> PagingTokens:
+async def _paging(request: Request) -> PagingTokens:
     return request.app.state.paging
 
 

@@ -68,7 +68,7 @@ class AccessContext:
         return self.principal.subject if self.principal else ""
 
 
-def access_context(request: Request) -> AccessContext:
+async def access_context(request: Request) -> AccessContext:
     """FastAPI dependency: the edge's context of this request."""
     return request.scope[SCOPE_KEY]
 

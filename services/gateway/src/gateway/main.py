@@ -34,7 +34,8 @@ def create_app(settings: GatewaySettings, verifier: TokenVerifier | None = None)
     string), body limit (413 before the body is read), the edge (route table, rate
     limits, token, permission, access decision), then the routes.
     """
-    # httpx logs every URL it calls, query string included, at INFO
+    # httpx (the key-set fetch, test clients) logs every URL it calls, query string
+    # included, at INFO
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
+from collections.abc import Mapping
+
 from fastapi import APIRouter, Request, Response
 
 from ..deps import Access, Services
@@ -35,6 +36,6 @@ async def signing_keys(access: Access, services: Services) -> Response:
     return _relay(answer.status_code, answer.content, answer.headers)
 
 
-def _relay(status: int, content: bytes, headers: httpx.Headers) -> Response:
+def _relay(status: int, content: bytes, headers: Mapping[str, str]) -> Response:
     kept = {name: headers[name] for name in PASSED_HEADERS if name in headers}
     return Response(content=content, status_code=status, headers=kept)

@@ -40,7 +40,7 @@ _PUBLISHED = datetime.now(UTC).date().isoformat()
 
 
 @router.get("/metadata")
-def capabilities(settings: Settings) -> JSONResponse:
+async def capabilities(settings: Settings) -> JSONResponse:
     """The server's CapabilityStatement."""
     return fhir_json(capability_statement(settings.fhir_base, _PUBLISHED))
 
