@@ -72,26 +72,6 @@ async def create_patient(
     return await _written(request, access, services, settings, PATIENT, patient_id, version, 201)
 
 
-@router.get("/Patient")
-async def search_patients(
-    request: Request, access: Access, services: Services, settings: Settings, paging: Paging
-) -> JSONResponse:
-    """Search patients by family, given, birthdate and identifier."""
-    pairs = request.query_params.multi_items()
-    search = search_from_query("Patient", pairs, paging, access.subject)
-    return await _search(search, access, services, settings, paging)
-
-
-@router.post("/Patient/_search")
-async def search_patients_by_form(
-    request: Request, access: Access, services: Services, settings: Settings, paging: Paging
-) -> JSONResponse:
-    """Search patients with form-encoded parameters (keeps search terms out of URLs)."""
-    pairs = request.query_params.multi_items() + await form_pairs(request)
-    search = search_from_query("Patient", pairs, paging, access.subject)
-    return await _search(search, access, services, settings, paging)
-
-
 @router.get("/Patient/{id}")
 async def read_patient(id: str, access: Access, services: Services, settings: Settings) -> Response:
     """Read a patient (read-your-writes: never 404 for a patient records holds)."""
@@ -168,26 +148,6 @@ async def create_allergy(
     return await _written(request, access, services, settings, ALLERGY, allergy_id, version, 201)
 
 
-@router.get("/AllergyIntolerance")
-async def search_allergies(
-    request: Request, access: Access, services: Services, settings: Settings, paging: Paging
-) -> JSONResponse:
-    """Search allergies by patient."""
-    pairs = request.query_params.multi_items()
-    search = search_from_query("AllergyIntolerance", pairs, paging, access.subject)
-    return await _search(search, access, services, settings, paging)
-
-
-@router.post("/AllergyIntolerance/_search")
-async def search_allergies_by_form(
-    request: Request, access: Access, services: Services, settings: Settings, paging: Paging
-) -> JSONResponse:
-    """Search allergies with form-encoded parameters."""
-    pairs = request.query_params.multi_items() + await form_pairs(request)
-    search = search_from_query("AllergyIntolerance", pairs, paging, access.subject)
-    return await _search(search, access, services, settings, paging)
-
-
 @router.get("/AllergyIntolerance/{id}")
 async def read_allergy(id: str, access: Access, services: Services, settings: Settings) -> Response:
     """Read an allergy (read-your-writes, as for patients)."""
@@ -198,6 +158,46 @@ async def read_allergy(id: str, access: Access, services: Services, settings: Se
     if reference.startswith("Patient/"):
         access.patient_id = reference.removeprefix("Patient/")
     return resource_response(resource)
+
+
+# --- searches (GET with a query string, or POST _search with a form body) -----------
+
+
+def _search_routes(resource_type: str, what: str) -> None:
+    """``GET /<type>`` and ``POST /<type>/_search`` for one resource type."""
+
+    async def search(
+        request: Request, access: Access, services: Services, settings: Settings, paging: Paging
+    ) -> JSONResponse:
+        pairs = request.query_params.multi_items()
+        search = search_from_query(resource_type, pairs, paging, access.subject)
+        return await _search(search, access, services, settings, paging)
+
+    async def search_by_form(
+        request: Request, access: Access, services: Services, settings: Settings, paging: Paging
+    ) -> JSONResponse:
+        pairs = request.query_params.multi_items() + await form_pairs(request)
+        search = search_from_query(resource_type, pairs, paging, access.subject)
+        return await _search(search, access, services, settings, paging)
+
+    router.add_api_route(
+        f"/{resource_type}",
+        search,
+        methods=["GET"],
+        name=f"search_{resource_type}",
+        summary=f"Search {what}",
+    )
+    router.add_api_route(
+        f"/{resource_type}/_search",
+        search_by_form,
+        methods=["POST"],
+        name=f"search_{resource_type}_by_form",
+        summary=f"Search {what} with form-encoded parameters (keeps search terms out of URLs)",
+    )
+
+
+_search_routes("Patient", "patients by family, given, birthdate and identifier")
+_search_routes("AllergyIntolerance", "allergies by patient")
 
 
 # --- shared ---------------------------------------------------------------------------
