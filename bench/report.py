@@ -47,12 +47,29 @@ class Figure:
     #: Measured at an offered rate the platform could not serve: the latency then
     #: grows with the length of the window, so it is no property of the platform.
     overloaded: bool = False
+    #: The phase that measured the baseline, when it is one (the bare endpoint's).
+    baseline_phase: str = ""
+    #: How much slower the cores ran during the figure's phase than during its
+    #: baseline's: the ratio of the speed probe's medians (set for CPU-bound figures).
+    speed: float | None = None
 
     @property
     def ratio(self) -> float | None:
         if self.value is None or not self.baseline:
             return None
         return self.value / self.baseline
+
+    @property
+    def adjusted_ratio(self) -> float | None:
+        """The ratio as if the cores had run at the same speed for figure and baseline.
+
+        Only for CPU-bound figures (saturation, CPU per request): a rate is scaled
+        up by the slowdown, a time or CPU cost scaled down by it.
+        """
+        ratio = self.ratio
+        if ratio is None or not self.speed:
+            return ratio
+        return ratio * self.speed if self.unit == "/s" else ratio / self.speed
 
     @property
     def result(self) -> str:
@@ -67,6 +84,7 @@ class Figure:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ratio"] = self.ratio
+        data["adjusted_ratio"] = self.adjusted_ratio
         data["result"] = self.result
         return data
 
@@ -156,6 +174,9 @@ def compare(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]
         if old is None or f.get("ratio") is None or not old.get("ratio"):
             continue
         change = f["ratio"] / old["ratio"] - 1
+        now_adjusted = f.get("adjusted_ratio") or f["ratio"]
+        before_adjusted = old.get("adjusted_ratio") or old["ratio"]
+        adjusted_change = now_adjusted / before_adjusted - 1
         rows.append(
             {
                 "key": f["key"],
@@ -164,6 +185,8 @@ def compare(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]
                 "current": f["ratio"],
                 "change": change,
                 "stable": abs(change) <= STABLE_WITHIN,
+                "adjusted_change": adjusted_change,
+                "adjusted_stable": abs(adjusted_change) <= STABLE_WITHIN,
                 "overloaded": bool(f.get("overloaded") or old.get("overloaded")),
             }
         )
@@ -175,6 +198,7 @@ def compare(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]
         "compared": len(rows),
         "stable_not_overloaded": sum(1 for r in steady if r["stable"]),
         "compared_not_overloaded": len(steady),
+        "adjusted_stable_not_overloaded": sum(1 for r in steady if r["adjusted_stable"]),
     }
 
 
@@ -186,12 +210,16 @@ def comparison_table(comparison: dict[str, Any]) -> str:
             fmt_ratio(r["current"]),
             f"{100 * r['change']:+.0f}%",
             "yes" if r["stable"] else "NO",
+            f"{100 * r.get('adjusted_change', r['change']):+.0f}%",
+            "yes" if r.get("adjusted_stable", r["stable"]) else "NO",
             "overloaded: latency grows with the window" if r["overloaded"] else "",
         ]
         for r in comparison["rows"]
     ]
     return table(
-        rows, ["figure", "ratio before", "ratio now", "change", "within 20%", ""], {1, 2, 3}
+        rows,
+        ["figure", "ratio before", "ratio now", "change", "within 20%", "speed-adj.", "within", ""],
+        {1, 2, 3, 5},
     )
 
 

@@ -683,6 +683,7 @@ def build_figures(run: Run) -> list[Figure]:
                     target=target if q == "p99" else None,
                     phase=phase,
                     overloaded=overloaded(phase),
+                    baseline_phase=bare,
                     **unanswered(phase, q),
                 )
             )
@@ -714,6 +715,7 @@ def build_figures(run: Run) -> list[Figure]:
                 baseline=get(bare, "cpu_ms_per_request"),
                 phase=phase,
                 note=get(phase, "cpu_breakdown") or "",
+                baseline_phase=bare,
             )
         )
 
@@ -830,6 +832,7 @@ def build_figures(run: Run) -> list[Figure]:
                 "bare /s",
                 get("bare_get.saturate", "throughput"),
                 phase=sat,
+                baseline_phase="bare_get.saturate",
             )  # fmt: skip
         )
         latency_rows(group, f"{label} saturation", sat, "bare_get.saturate", None)
@@ -870,6 +873,12 @@ def build_figures(run: Run) -> list[Figure]:
     )
     keys = [f.key for f in figures]
     assert len(keys) == len(set(keys)), "every figure needs its own key"
+    for f in figures:
+        # CPU-bound figures: at saturation the cores set the pace, so a change of the
+        # cores' speed between the figure's phase and its baseline's moves the ratio
+        here, there = get(f.phase, "probe_ms"), get(f.baseline_phase, "probe_ms")
+        if ".saturate" in f.phase and here and there:
+            f.speed = here / there
     return figures
 
 
@@ -1030,7 +1039,10 @@ def print_report(
             f"ratios beside the previous run ({comparison['previous_run']}): "
             f"{comparison['stable']} of {comparison['compared']} within 20%; "
             f"{comparison['stable_not_overloaded']} of {comparison['compared_not_overloaded']} "
-            "leaving out latencies at a rate the platform could not serve"
+            "leaving out latencies at a rate the platform could not serve; "
+            f"{comparison.get('adjusted_stable_not_overloaded', '-')} of those with the CPU-bound "
+            "ratios adjusted for the cores' speed (speed probe of the figure's phase over its "
+            "baseline's)"
         )
         before, now = comparison.get("previous_probe_ms"), data["meta"].get("probe_median_ms")
         if before and now:
@@ -1101,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(run.work, ignore_errors=True)
     figures = [
-        Figure(**{k: v for k, v in f.items() if k not in ("ratio", "result")})
+        Figure(**{k: v for k, v in f.items() if k not in ("ratio", "result", "adjusted_ratio")})
         for f in data["figures"]
     ]
     previous = report.previous_run(args.out, data["meta"]["backend"])
