@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,10 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from ehr_events.problems import PROBLEM_JSON
 from ehr_events.testing import TokenFactory, settings_for_test
+from records.api import allergies, patients
 from records.application import RecordsApplication
 from records.config import RecordsSettings
 from records.main import create_app
@@ -387,3 +392,69 @@ def test_a_patient_id_does_not_address_an_allergy(client: TestClient, tokens: To
 
     refusal.check(client.get(f"/patients/{recorded['id']}", headers=as_role(tokens, "nurse")), 404)
     refusal.check(client.get(f"/allergies/{patient['id']}", headers=as_role(tokens, "nurse")), 404)
+
+
+# where the work runs: the event store off the event loop, nothing else in the thread pool
+
+
+def test_the_routes_and_their_dependencies_run_on_the_event_loop(tokens: TokenFactory) -> None:
+    # a plain ``def`` route or dependency costs a trip through the thread pool
+    # each, and FastAPI then also validates the route's answer there
+    def calls(dependant: Dependant) -> Iterator[Any]:
+        yield dependant.call
+        for dependency in dependant.dependencies:
+            yield from calls(dependency)
+
+    verifier = tokens.verifier()
+    routers = (patients.build_router(verifier), allergies.build_router(verifier))
+    routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    assert len(routes) == 6
+    for route in routes:
+        for call in calls(route.dependant):
+            coroutine = inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+                type(call).__call__  # a dependency object's call
+            )
+            assert coroutine, f"{route.path}: {call} is not async"
+
+
+def test_the_event_store_is_used_off_the_event_loop(
+    client: TestClient, tokens: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = records(client)
+    on_the_loop: dict[str, list[bool]] = {}
+
+    def watched(name: str) -> Any:
+        method = getattr(app, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_the_loop.setdefault(name, []).append(True)
+            except RuntimeError:
+                on_the_loop.setdefault(name, []).append(False)
+            return method(*args, **kwargs)
+
+        return call
+
+    commands = ("register_patient", "get_patient", "update_demographics")
+    commands += ("record_allergy", "get_allergy", "refute_allergy")
+    for name in commands:
+        monkeypatch.setattr(app, name, watched(name))
+
+    patient = register(client, tokens)
+    assert client.get(f"/patients/{patient['id']}", headers=as_role(tokens, "nurse")).is_success
+    updated = client.put(
+        f"/patients/{patient['id']}/demographics",
+        json=demographics_body(1),
+        headers=as_role(tokens, "nurse"),
+    )
+    assert updated.is_success
+    recorded = record_allergy(client, tokens, patient["id"])
+    assert client.get(f"/allergies/{recorded['id']}", headers=as_role(tokens, "nurse")).is_success
+    refuted = client.post(
+        f"/allergies/{recorded['id']}/refute", json={}, headers=as_role(tokens, "physician")
+    )
+    assert refuted.is_success
+
+    assert set(on_the_loop) == set(commands)
+    assert not any(any(calls) for calls in on_the_loop.values()), on_the_loop

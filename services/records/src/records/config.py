@@ -16,7 +16,8 @@ DEV_PATIENT_ID_KEY = "development-only-patient-id-key"
 class RecordsSettings(ServiceSettings):
     """Settings of the records service; the shared ones are documented on the base."""
 
-    #: Notifications the outbox relay moves per batch, and its idle poll interval.
+    #: Notifications the outbox relay moves per batch, and how long it waits once it
+    #: has caught up before it polls again (see ``ehr_events.outbox.OutboxRelay``).
     relay_batch_size: int = 500
     relay_poll_seconds: float = 0.05
 

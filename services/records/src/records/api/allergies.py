@@ -6,6 +6,7 @@
 from typing import TYPE_CHECKING, TypeAlias
 
 from fastapi import APIRouter, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from ehr_events.policy import roles_for
 from ehr_events.security import Principal, TokenVerifier
@@ -27,8 +28,11 @@ def build_router(verifier: TokenVerifier) -> APIRouter:
         Writer = principal_dependency(verifier, roles_for("allergy.write"))
     router = APIRouter(tags=["allergies"])
 
+    # async routes that move only the event store's work to the thread pool (see
+    # patients.py)
+
     @router.post("/patients/{patient_id}/allergies", status_code=status.HTTP_201_CREATED)
-    def record_allergy(
+    async def record_allergy(
         patient_id: str,
         body: AllergyCreate,
         principal: Writer,
@@ -36,22 +40,28 @@ def build_router(verifier: TokenVerifier) -> APIRouter:
         response: Response,
     ) -> AllergyCreated:
         """Record an allergy or intolerance of a registered patient."""
-        saved = records.record_allergy(patient_id, body.model_dump(), principal.actor())
+        saved = await run_in_threadpool(
+            records.record_allergy, patient_id, body.model_dump(), principal.actor()
+        )
         response.headers["Location"] = f"/allergies/{saved.id}"
         return AllergyCreated.of_saved(saved)
 
     @router.get("/allergies/{allergy_id}")
-    def read_allergy(allergy_id: str, principal: Reader, records: Records) -> AllergyPublic:
+    async def read_allergy(allergy_id: str, principal: Reader, records: Records) -> AllergyPublic:
         """Read an allergy as currently recorded."""
-        return AllergyPublic.of(records.get_allergy(allergy_id))
+        return AllergyPublic.of(await run_in_threadpool(records.get_allergy, allergy_id))
 
     @router.post("/allergies/{allergy_id}/refute")
-    def refute_allergy(
+    async def refute_allergy(
         allergy_id: str, body: AllergyRefute, principal: Writer, records: Records
     ) -> CommandResult:
         """Refute an allergy: it was recorded, but the patient does not have it."""
-        saved = records.refute_allergy(
-            allergy_id, body.expected_version, body.reason, principal.actor()
+        saved = await run_in_threadpool(
+            records.refute_allergy,
+            allergy_id,
+            body.expected_version,
+            body.reason,
+            principal.actor(),
         )
         return CommandResult.of(saved)
 

@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from ..application import RecordsApplication
 
 
-def get_records(request: Request) -> RecordsApplication:
+async def get_records(request: Request) -> RecordsApplication:
+    # async: a plain ``def`` dependency costs a trip through the thread pool, and
+    # this one only reads the app's state
     records: RecordsApplication = request.app.state.records
     return records
 
