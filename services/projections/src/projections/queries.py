@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
+    bindparam,
     false,
     func,
     not_,
@@ -69,6 +70,34 @@ def get_resource(engine: Engine, resource_type: str, resource_id: str) -> Stored
             )
         ).first()
     return to_stored(row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class StoredText:
+    """A resource's row as stored: its JSON text is served as it is, never re-encoded."""
+
+    version: int
+    last_updated: datetime
+    json: str
+
+
+_READ_TEXT = select(
+    chart_resources.c.version_id, chart_resources.c.last_updated, chart_resources.c.json
+).where(
+    chart_resources.c.resource_type == bindparam("resource_type"),
+    chart_resources.c.id == bindparam("resource_id"),
+)
+
+
+def get_resource_text(engine: Engine, resource_type: str, resource_id: str) -> StoredText | None:
+    """The current version of a resource with its JSON text, or None (the read path)."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            _READ_TEXT, {"resource_type": resource_type, "resource_id": resource_id}
+        ).first()
+    if row is None:
+        return None
+    return StoredText(version=int(row[0]), last_updated=row[1], json=row[2])
 
 
 # -- parameter syntax ----------------------------------------------------------
