@@ -27,6 +27,7 @@ from ehr_events.catalogue import load_all
 from ehr_events.catalogue.records import PatientRegisteredV1
 from ehr_events.envelope import Envelope
 from ehr_events.outbox import ensure_topics, event_id
+from ehr_events.projection import FETCH_MAX_WAIT_MS
 
 from .load import FAMILIES, GIVEN
 
@@ -144,6 +145,7 @@ async def round_trip(bootstrap: str, *, messages: int = 150, rate: float = 50.0)
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
         metadata_max_age_ms=3000,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     consumer.subscribe(pattern=f"^{topic.replace('.', '[.]')}$")
     await producer.start()

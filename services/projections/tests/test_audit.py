@@ -173,6 +173,23 @@ class AuditOnSQLite:
         assert [e["detail"]["decision_id"] for e in page.entries] == ["d-2", "d-3"]
         assert audit(runner.engine, patient_id="someone-else").total == 0
 
+    def test_a_batch_gives_the_entries_one_by_one_gives(self, runner: ProjectionRunner) -> None:
+        # commands and access decisions fill different columns: one insert takes both
+        items = [
+            access_decided("d-1", patient_id=PATIENT),
+            patient_registered(PATIENT),
+            login_failed(),
+            access_decided("d-2", patient_id=None, outcome="denied"),
+            allergy_recorded("allergy-1", PATIENT),
+            patient_registered(PATIENT),  # delivered twice
+        ]
+        assert runner.apply_envelopes(items) == 5
+        batched = self.entries(runner)
+
+        runner.reset()
+        assert sum(runner.apply_envelopes([item]) for item in items) == 5
+        assert self.entries(runner) == batched
+
 
 class TestAuditOnSQLite(AuditOnSQLite):
     pass

@@ -84,12 +84,13 @@ class Envelope(BaseModel):
     def from_kafka(cls, headers: Any, value: bytes | None) -> Envelope:
         """Parse a Kafka message written by :meth:`to_kafka`."""
         attrs: dict[str, Any] = {}
-        for name, raw in headers or ():
-            text = raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
-            if name == "content-type":
-                attrs["datacontenttype"] = text
-            elif name.startswith("ce_"):
-                attrs[name[3:]] = text
+        try:
+            for name, raw in headers or ():
+                field = _HEADER_FIELDS.get(name)
+                if field is not None:  # other headers, unknown extensions too, are dropped
+                    attrs[field] = raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError("a CloudEvents attribute is not UTF-8") from exc
         for required in ("id", "source", "type", "specversion"):
             if required not in attrs:
                 raise EnvelopeError(f"missing CloudEvents attribute {required!r}")
@@ -97,13 +98,15 @@ class Envelope(BaseModel):
             raise EnvelopeError("unsupported CloudEvents specversion")
         try:
             attrs["data"] = json.loads(value or b"{}")
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # not JSON, or not UTF-8
             raise EnvelopeError("event data is not JSON") from exc
-        known = set(cls.model_fields)
-        unknown = set(attrs) - known
-        for name in unknown:  # unknown extensions are allowed by the spec; we drop them
-            attrs.pop(name)
         try:
             return cls.model_validate(attrs)
         except ValueError as exc:
             raise EnvelopeError("invalid CloudEvents attributes") from exc
+
+
+#: The envelope field each Kafka header carries; unknown extensions (the spec
+#: allows them) and other headers are not read.
+_HEADER_FIELDS = {f"ce_{name}": name for name in Envelope.model_fields if name != "data"}
+_HEADER_FIELDS["content-type"] = "datacontenttype"

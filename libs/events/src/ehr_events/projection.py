@@ -3,8 +3,10 @@
 Each read model is a :class:`Projection` with its own tables and its own consumer
 group. Idempotency is keyed by the event's id (stable across republishing by the
 relays), recorded in the same transaction as the read-model update, so a
-redelivery, a replay or a refilled broker changes nothing twice. Offsets are
-committed manually after the transaction, as a resume point only.
+redelivery, a replay or a refilled broker changes nothing twice. The new events
+of a poll reach the projection together (:meth:`Projection.apply_batch`), in one
+transaction. Offsets are committed manually after the transaction, as a resume
+point only.
 
 A rebuild drops the read model, bumps its *generation* (the consumer group name
 carries it, so the new group reads from the start) and replays. A running
@@ -22,7 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -32,6 +35,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     func,
     select,
 )
@@ -41,6 +45,12 @@ from .catalogue import Catalogue, CatalogueError, IntegrationEvent, load_all
 from .envelope import Envelope, EnvelopeError
 
 log = logging.getLogger("ehr.projection")
+
+#: A decoded event: its envelope and its payload, upcast to the newest version.
+Item = tuple[Envelope, IntegrationEvent]
+
+#: Most bound values in one ``IN (...)`` (SQLite builds before 3.32 allow 999 in all).
+IN_CHUNK = 500
 
 _runner_metadata = MetaData()
 processed_events = Table(
@@ -58,6 +68,17 @@ projection_state = Table(
 )
 
 
+_select_seen = select(processed_events.c.event_id).where(
+    processed_events.c.projection == bindparam("p_name"),
+    processed_events.c.event_id.in_(bindparam("ids", expanding=True)),
+)
+_count_applied = (
+    projection_state.update()
+    .where(projection_state.c.projection == bindparam("p_name"))
+    .values(applied=projection_state.c.applied + bindparam("n"))
+)
+
+
 class Projection(ABC):
     """A read model: its tables, the topics it follows, and how an event changes it."""
 
@@ -72,6 +93,21 @@ class Projection(ABC):
     def apply(self, conn: Connection, envelope: Envelope, event: IntegrationEvent) -> None:
         """Change the read model for one event, inside the runner's transaction."""
 
+    def apply_batch(self, conn: Connection, items: Sequence[Item]) -> None:
+        """Change the read model for several events, in order, in one transaction.
+
+        The runner passes only events it has not applied before, each once. The
+        result must be what applying them one by one would give; this default
+        does exactly that. Projections override it to read and write in bulk.
+        """
+        for envelope, event in items:
+            self.apply(conn, envelope, event)
+
+
+#: How long the broker may hold a fetch that has nothing to send (aiokafka's default
+#: is 500 ms, which a broker that does not answer as soon as data arrives adds to lag).
+FETCH_MAX_WAIT_MS = 50
+
 
 class ProjectionRunner:
     """Applies events to one projection, exactly once per event id."""
@@ -84,12 +120,17 @@ class ProjectionRunner:
         bootstrap: str,
         catalogue: Catalogue | None = None,
         batch_size: int = 500,
+        rebuild_batch_size: int = 5000,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
     ) -> None:
         self.projection = projection
         self.engine = engine
         self.bootstrap = bootstrap
         self.catalogue = catalogue or load_all()
+        #: records per transaction when following the topics, and when rebuilding
         self.batch_size = batch_size
+        self.rebuild_batch_size = rebuild_batch_size
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.setup()
 
     # -- state -----------------------------------------------------------------
@@ -159,7 +200,7 @@ class ProjectionRunner:
         return generation
 
     # -- applying --------------------------------------------------------------
-    def decode(self, record: ConsumerRecord) -> tuple[Envelope, IntegrationEvent] | None:
+    def decode(self, record: ConsumerRecord) -> Item | None:
         """Envelope and upcast event of a record; None (and a warning) if unusable."""
         try:
             envelope = Envelope.from_kafka(record.headers, record.value)
@@ -185,40 +226,34 @@ class ProjectionRunner:
                 return None
             return self._apply(conn, decoded)
 
-    def apply_envelopes(self, items: Sequence[tuple[Envelope, IntegrationEvent]]) -> int:
+    def apply_envelopes(self, items: Sequence[Item]) -> int:
         """Apply already decoded events (tests and tools); same idempotency rules."""
         with self.engine.begin() as conn:
             return self._apply(conn, items)
 
-    def _apply(self, conn: Connection, items: Sequence[tuple[Envelope, IntegrationEvent]]) -> int:
+    def _apply(self, conn: Connection, items: Sequence[Item]) -> int:
         """Apply each event not applied before, recording its id in the same transaction."""
-        seen = set(
-            conn.execute(
-                select(processed_events.c.event_id).where(
-                    processed_events.c.projection == self.projection.name,
-                    processed_events.c.event_id.in_([e.id for e, _ in items]),
-                )
-            ).scalars()
+        name = self.projection.name
+        ids = list({envelope.id for envelope, _ in items})
+        seen: set[str] = set()
+        for i in range(0, len(ids), IN_CHUNK):
+            seen.update(
+                conn.execute(_select_seen, {"p_name": name, "ids": ids[i : i + IN_CHUNK]}).scalars()
+            )
+        fresh: list[Item] = []
+        for item in items:
+            if item[0].id not in seen:
+                seen.add(item[0].id)
+                fresh.append(item)
+        if not fresh:
+            return 0
+        self.projection.apply_batch(conn, fresh)
+        conn.execute(
+            processed_events.insert(),
+            [{"projection": name, "event_id": i} for i in sorted(e.id for e, _ in fresh)],
         )
-        applied = 0
-        for envelope, event in items:
-            if envelope.id in seen:
-                continue
-            seen.add(envelope.id)
-            self.projection.apply(conn, envelope, event)
-            conn.execute(
-                processed_events.insert().values(
-                    projection=self.projection.name, event_id=envelope.id
-                )
-            )
-            applied += 1
-        if applied:
-            conn.execute(
-                projection_state.update()
-                .where(projection_state.c.projection == self.projection.name)
-                .values(applied=projection_state.c.applied + applied)
-            )
-        return applied
+        conn.execute(_count_applied, {"p_name": name, "n": len(fresh)})
+        return len(fresh)
 
     def _apply_with_retry(self, records: Sequence[ConsumerRecord], generation: int) -> int | None:
         """Apply a batch; if another runner applied some of it meanwhile, apply the rest."""
@@ -231,7 +266,7 @@ class ProjectionRunner:
         return None
 
     # -- consuming -------------------------------------------------------------
-    def _consumer(self, generation: int) -> AIOKafkaConsumer:
+    def _consumer(self, generation: int, batch_size: int) -> AIOKafkaConsumer:
         # subscribe by pattern: topics that do not exist yet are picked up when a
         # relay creates them, and the consumer never creates one itself
         consumer = AIOKafkaConsumer(
@@ -239,10 +274,14 @@ class ProjectionRunner:
             group_id=self.group_id(generation),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.batch_size,
+            max_poll_records=batch_size,
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             metadata_max_age_ms=3000,
+            # how long the broker may hold a fetch when it has nothing to send: a
+            # broker that does not answer as soon as data arrives (the development
+            # one) adds up to this much to the event-to-read-model lag
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         pattern = "^(" + "|".join(re.escape(t) for t in self.projection.topics) + ")$"
         consumer.subscribe(pattern=pattern)
@@ -254,44 +293,69 @@ class ProjectionRunner:
         *,
         idle_exit_seconds: float | None = None,
         progress: Any = None,
+        batch_size: int | None = None,
     ) -> int:
-        """Consume under the current generation until stopped (or idle); returns applied."""
+        """Consume under the current generation until stopped (or idle); returns applied.
+
+        Fetching overlaps applying: while one batch is applied (in a thread), the
+        next is polled. A batch's offsets are committed once it is applied.
+        """
+        batch_size = batch_size or self.batch_size
         generation = await asyncio.to_thread(self.generation)
-        consumer = self._consumer(generation)
+        consumer = self._consumer(generation, batch_size)
         await consumer.start()
         total = 0
         # the idle clock starts once partitions are assigned: a group join can take
         # seconds, and an empty poll before it says nothing about the topics
         last_activity: float | None = None
+        applying: asyncio.Future[int | None] | None = None
+        applying_offsets: dict[TopicPartition, int] = {}
+        applying_size = 0
         try:
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                batches = await consumer.getmany(timeout_ms=200, max_records=batch_size)
                 records = [r for batch in batches.values() for r in batch]
-                if not records:
-                    if await asyncio.to_thread(self.generation) != generation:
+                done: tuple[int, dict[TopicPartition, int], int] | None = None
+                if applying is not None:
+                    applied = await applying
+                    applying = None
+                    if applied is None:
                         log.info("%s: new generation, rejoining", self.projection.name)
                         return total
-                    if last_activity is None and consumer.assignment():
-                        last_activity = time.monotonic()
-                    if (
-                        idle_exit_seconds is not None
-                        and last_activity is not None
-                        and time.monotonic() - last_activity > idle_exit_seconds
-                    ):
-                        return total
+                    done = (applied, applying_offsets, applying_size)
+                if records:
+                    last_activity = time.monotonic()
+                    applying = asyncio.ensure_future(
+                        asyncio.to_thread(self._apply_with_retry, records, generation)
+                    )
+                    applying_offsets = _next_offsets(batches)
+                    applying_size = len(records)
+                if done is not None:
+                    applied, offsets, size = done
+                    await _commit(consumer, offsets)
+                    total += applied
+                    if progress is not None:
+                        progress.update(size)
+                if records or done is not None:
                     continue
-                last_activity = time.monotonic()
-                applied = await asyncio.to_thread(self._apply_with_retry, records, generation)
-                if applied is None:
+                if await asyncio.to_thread(self.generation) != generation:
                     log.info("%s: new generation, rejoining", self.projection.name)
                     return total
-                await consumer.commit()
-                total += applied
-                if progress is not None:
-                    progress.update(len(records))
+                if last_activity is None and consumer.assignment():
+                    last_activity = time.monotonic()
+                if (
+                    idle_exit_seconds is not None
+                    and last_activity is not None
+                    and time.monotonic() - last_activity > idle_exit_seconds
+                ):
+                    return total
         finally:
-            with contextlib.suppress(Exception):  # closing a broken client
-                await consumer.stop()
+            if applying is not None:
+                # a transaction is never left running behind a stopped consumer; its
+                # offsets stay uncommitted, and the batch is read (and skipped) again
+                with contextlib.suppress(Exception):
+                    await applying
+            await _stop(consumer, self.projection.name)
         return total
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -320,8 +384,58 @@ class ProjectionRunner:
 
             progress = tqdm(desc=f"rebuild {self.projection.name}", unit="ev")
         try:
-            await self._consume(asyncio.Event(), idle_exit_seconds=idle_seconds, progress=progress)
+            await self._consume(
+                asyncio.Event(),
+                idle_exit_seconds=idle_seconds,
+                progress=progress,
+                batch_size=max(self.batch_size, self.rebuild_batch_size),
+            )
         finally:
             if progress is not None:
                 progress.close()
         return await asyncio.to_thread(self.applied_count)
+
+
+def _next_offsets(batches: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
+    """The resume point after a poll: each partition's offset after its last record."""
+    return {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+
+
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit the offsets of partitions still assigned to this consumer.
+
+    Offsets are a resume point only. When the group has rebalanced meanwhile (a
+    member joined or left, or the broker forgot this member), the commit is
+    refused; the consumer rejoins by itself and whoever gets the partitions
+    resumes from the last commit, skipping by id the events applied since. So
+    a refused commit is no reason to drop the consumer.
+    """
+    assigned = consumer.assignment()
+    offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+    if not offsets:
+        return
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.info("offsets not committed (%s): the group rebalanced", type(exc).__name__)
+
+
+async def _stop(consumer: AIOKafkaConsumer, name: str, timeout: float = 10.0) -> None:
+    """Stop a consumer; never wait for it forever.
+
+    aiokafka's fetcher swallows its own cancellation when it is stopped while it
+    drops a lost assignment (which happens when ``stop()`` follows the loss of
+    the group membership, e.g. after a broker restart): ``stop()`` then awaits
+    it forever, and the runner with it. Cancelling the stop once cancels the
+    fetcher again, and the stop completes.
+    """
+    stopping = asyncio.ensure_future(consumer.stop())
+    for _ in range(2):
+        done, _pending = await asyncio.wait({stopping}, timeout=timeout)
+        if done:
+            if not stopping.cancelled() and stopping.exception() is not None:
+                log.info("%s: consumer stopped with %s", name, type(stopping.exception()).__name__)
+            return
+        log.warning("%s: consumer still stopping after %.0fs, cancelling its stop", name, timeout)
+        stopping.cancel()
+    log.warning("%s: consumer abandoned: it did not stop", name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 
 from ehr_events.config import load_settings
@@ -25,9 +26,24 @@ def serve(settings: ProjectionsSettings, host: str, port: int) -> None:
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
 
 
+def collect_less_often() -> None:
+    """Tune the garbage collector of a projector process, once it has started.
+
+    A batch holds thousands of decoded events, and their FHIR resources, until
+    it is written: at the default thresholds the collector walks them over and
+    over (a third of a rebuild's CPU, mostly in full collections). What startup
+    loaded is frozen out of the collections; young collections run every 50 000
+    allocations instead of 700, full ones every ten million.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def run(settings: ProjectionsSettings, name: str) -> None:
     configure_logging(f"projector-{name}", settings.log_dir)
     runner = make_runner(settings, name)
+    collect_less_often()
     log.info("projector %s follows %s", name, ", ".join(runner.projection.topics))
     run_worker(runner.run)
 
@@ -35,6 +51,7 @@ def run(settings: ProjectionsSettings, name: str) -> None:
 def rebuild(settings: ProjectionsSettings, name: str, idle_seconds: float) -> int:
     configure_logging(f"projector-{name}", settings.log_dir)
     runner = make_runner(settings, name)
+    collect_less_often()
     count = asyncio.run(runner.rebuild(idle_seconds=idle_seconds))
     print(f"{name}: rebuilt from {count} events")
     return count

@@ -18,7 +18,7 @@ from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, String, 
 from ehr_events.catalogue import IntegrationEvent
 from ehr_events.catalogue.gateway import AccessDecidedV1
 from ehr_events.envelope import Envelope
-from ehr_events.projection import Projection
+from ehr_events.projection import Item, Projection
 
 metadata = MetaData()
 
@@ -178,16 +178,31 @@ class AuditProjection(Projection):
             self.topics = tuple(topics)
 
     def apply(self, conn: Connection, envelope: Envelope, event: IntegrationEvent) -> None:
-        entry: Callable[[Envelope, Any], Row] = (
-            access_entry if isinstance(event, AccessDecidedV1) else command_entry
-        )
-        row: Row = {
-            "event_id": envelope.id,
-            "occurred_at": envelope.time,
-            "source": envelope.source,
-            "event_type": envelope.type,
-            **entry(envelope, event),
-        }
-        row["occurred_at"] = _utc(row["occurred_at"])
-        row["detail"] = json.dumps(row["detail"], separators=(",", ":"), sort_keys=True)
-        conn.execute(audit_entries.insert().values(**row))
+        self.apply_batch(conn, [(envelope, event)])
+
+    def apply_batch(self, conn: Connection, items: Sequence[Item]) -> None:
+        """One entry per event, inserted together."""
+        conn.execute(_insert_entry, [entry_of(envelope, event) for envelope, event in items])
+
+
+_insert_entry = audit_entries.insert()
+#: Every column, so that the rows of one insert name the same ones (NULL where unset).
+_NO_VALUES: Row = {column.name: None for column in audit_entries.columns}
+
+
+def entry_of(envelope: Envelope, event: IntegrationEvent) -> Row:
+    """The audit row of one event."""
+    entry: Callable[[Envelope, Any], Row] = (
+        access_entry if isinstance(event, AccessDecidedV1) else command_entry
+    )
+    row: Row = {
+        **_NO_VALUES,
+        "event_id": envelope.id,
+        "occurred_at": envelope.time,
+        "source": envelope.source,
+        "event_type": envelope.type,
+        **entry(envelope, event),
+    }
+    row["occurred_at"] = _utc(row["occurred_at"])
+    row["detail"] = json.dumps(row["detail"], separators=(",", ":"), sort_keys=True)
+    return row

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
+from pydantic_core import to_json as _to_json
 from sqlalchemy import (
     Column,
     Connection,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     select,
 )
 
@@ -39,7 +42,7 @@ from ehr_events.catalogue.records import (
     PatientRegisteredV1,
 )
 from ehr_events.envelope import Envelope
-from ehr_events.projection import Projection
+from ehr_events.projection import IN_CHUNK, Item, Projection
 
 from . import fhir
 
@@ -89,6 +92,7 @@ chart_patient_identifiers = Table(
 )
 
 
+@lru_cache(maxsize=8192)
 def fold(text: str) -> str:
     """Lower-cased, accent-free form of a name, for case-insensitive starts-with search."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -106,22 +110,17 @@ class StoredResource:
     resource: dict[str, Any]
 
 
+def to_json(resource: dict[str, Any]) -> str:
+    """Compact JSON, non-ASCII characters as they are (as ``json.dumps`` with
+    ``separators=(",", ":"), ensure_ascii=False`` writes it, several times faster)."""
+    return _to_json(resource).decode()
+
+
 def utc(moment: datetime) -> datetime:
     """A moment in UTC; naive values (as SQLite returns them) are UTC already."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
-
-
-def load(conn: Connection, resource_type: str, resource_id: str) -> StoredResource | None:
-    """The stored resource, or None."""
-    row = conn.execute(
-        select(chart_resources).where(
-            chart_resources.c.resource_type == resource_type,
-            chart_resources.c.id == resource_id,
-        )
-    ).first()
-    return to_stored(row) if row is not None else None
 
 
 def to_stored(row: Any) -> StoredResource:
@@ -133,6 +132,163 @@ def to_stored(row: Any) -> StoredResource:
         patient_id=row.patient_id,
         resource=json.loads(row.json),
     )
+
+
+#: Statements of a batch, built once: the rows it touches, then its writes in bulk.
+_select_resources = select(chart_resources).where(
+    chart_resources.c.resource_type == bindparam("b_type"),
+    chart_resources.c.id.in_(bindparam("b_ids", expanding=True)),
+)
+_select_mrns = select(chart_patients.c.patient_id, chart_patients.c.mrn).where(
+    chart_patients.c.patient_id.in_(bindparam("b_ids", expanding=True))
+)
+_insert_resource = chart_resources.insert()
+#: SET takes the columns the parameters name (every column but the key)
+_update_resource = chart_resources.update().where(
+    chart_resources.c.resource_type == bindparam("b_type"),
+    chart_resources.c.id == bindparam("b_id"),
+)
+_delete_patient_rows = [
+    table.delete().where(table.c.patient_id == bindparam("b_patient"))
+    for table in (chart_patients, chart_patient_names, chart_patient_identifiers)
+]
+_insert_patient = chart_patients.insert()
+_insert_name = chart_patient_names.insert()
+_insert_identifier = chart_patient_identifiers.insert()
+
+Key = tuple[str, str]
+
+
+class ChartBatch:
+    """The chart rows a batch of events touches: read at once, changed in memory, written at once.
+
+    Holds the state one-by-one application would find in the tables at each step:
+    every resource the batch reads or writes and each touched patient's MRN.
+    """
+
+    def __init__(self) -> None:
+        self.resources: dict[Key, StoredResource | None] = {}
+        self.mrns: dict[str, str | None] = {}
+        #: resources stored before the batch (updated, not inserted)
+        self.stored: set[Key] = set()
+        #: patients with search rows before the batch (replaced, not just inserted)
+        self.indexed: set[str] = set()
+        self.changed: dict[Key, StoredResource] = {}
+        #: patients whose search rows the batch rewrites: birth date, MRN, resource
+        self.search: dict[str, tuple[date, str | None, dict[str, Any]]] = {}
+
+    @classmethod
+    def read(
+        cls, conn: Connection, patient_ids: Collection[str], allergy_ids: Collection[str]
+    ) -> ChartBatch:
+        batch = cls()
+        for resource_type, ids in (("Patient", patient_ids), ("AllergyIntolerance", allergy_ids)):
+            listed = list(ids)
+            for i in range(0, len(listed), IN_CHUNK):
+                rows = conn.execute(
+                    _select_resources, {"b_type": resource_type, "b_ids": listed[i : i + IN_CHUNK]}
+                )
+                for row in rows:
+                    stored = to_stored(row)
+                    batch.resources[(resource_type, stored.id)] = stored
+                    batch.stored.add((resource_type, stored.id))
+            for key in listed:
+                batch.resources.setdefault((resource_type, key), None)
+        listed = list(patient_ids)
+        for i in range(0, len(listed), IN_CHUNK):
+            for patient_id, mrn in conn.execute(_select_mrns, {"b_ids": listed[i : i + IN_CHUNK]}):
+                batch.mrns[patient_id] = mrn
+                batch.indexed.add(patient_id)
+        return batch
+
+    def get(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        return self.resources.get((resource_type, resource_id))
+
+    def save(
+        self,
+        resource: dict[str, Any],
+        *,
+        version: int,
+        last_updated: datetime,
+        patient_id: str | None,
+    ) -> None:
+        """Store a resource (its meta must already say ``version``)."""
+        stored = StoredResource(
+            resource_type=resource["resourceType"],
+            id=resource["id"],
+            version=version,
+            last_updated=utc(last_updated),
+            patient_id=patient_id,
+            resource=resource,
+        )
+        key = (stored.resource_type, stored.id)
+        self.resources[key] = self.changed[key] = stored
+
+    def index_patient(
+        self, patient_id: str, birth_date: date, mrn: str | None, resource: dict[str, Any]
+    ) -> None:
+        """Replace the patient's search rows (written once, from the last call)."""
+        self.mrns[patient_id] = mrn
+        self.search[patient_id] = (birth_date, mrn, resource)
+
+    def write(self, conn: Connection) -> None:
+        # rows in key order: each index page is visited once, not once per row
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for key, stored in sorted(self.changed.items()):
+            values = {
+                "version_id": stored.version,
+                "last_updated": stored.last_updated,
+                "patient_id": stored.patient_id,
+                "json": to_json(stored.resource),
+            }
+            if key in self.stored:
+                updates.append({"b_type": key[0], "b_id": key[1], **values})
+            else:
+                inserts.append({"resource_type": key[0], "id": key[1], **values})
+        if inserts:
+            conn.execute(_insert_resource, inserts)
+        if updates:
+            conn.execute(_update_resource, updates)
+        if not self.search:
+            return
+        stale = [{"b_patient": p} for p in sorted(self.search) if p in self.indexed]
+        if stale:
+            for delete in _delete_patient_rows:
+                conn.execute(delete, stale)
+        patients: list[dict[str, Any]] = []
+        names: list[dict[str, Any]] = []
+        identifiers: list[dict[str, Any]] = []
+        for patient_id, (birth_date, mrn, resource) in sorted(self.search.items()):
+            patients.append({"patient_id": patient_id, "birth_date": birth_date, "mrn": mrn})
+            names.extend(_name_rows(patient_id, resource))
+            identifiers.extend(_identifier_rows(patient_id, resource))
+        conn.execute(_insert_patient, patients)
+        if names:
+            conn.execute(_insert_name, names)
+        if identifiers:
+            conn.execute(_insert_identifier, identifiers)
+
+
+def _name_rows(patient_id: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    names: set[tuple[str | None, str | None]] = set()
+    for name in resource.get("name", []):
+        if name.get("family"):
+            names.add((fold(name["family"]), None))
+        for given in name.get("given", []):
+            names.add((None, fold(given)))
+    return [
+        {"patient_id": patient_id, "family_norm": family, "given_norm": given}
+        for family, given in sorted(names, key=lambda p: (p[0] or "", p[1] or ""))
+    ]
+
+
+def _identifier_rows(patient_id: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    identifiers = {(i.get("system"), i["value"]) for i in resource.get("identifier", [])}
+    return [
+        {"patient_id": patient_id, "system": system, "value": value}
+        for system, value in sorted(identifiers, key=lambda p: (p[0] or "", p[1]))
+    ]
 
 
 class ChartProjection(Projection):
@@ -150,34 +306,47 @@ class ChartProjection(Projection):
             self.topics = tuple(topics)
 
     def apply(self, conn: Connection, envelope: Envelope, event: IntegrationEvent) -> None:
-        if isinstance(event, PatientRegisteredV1):
-            self._patient(conn, envelope, event.patient_id, event.demographics, event.mrn)
-        elif isinstance(event, PatientDemographicsUpdatedV1):
-            self._patient(conn, envelope, event.patient_id, event.demographics, None)
-        elif isinstance(event, AllergyRecordedV1):
-            self._allergy_recorded(conn, envelope, event)
-        elif isinstance(event, AllergyRefutedV1):
-            self._allergy_refuted(conn, envelope, event)
-        # any other event of the topic has no place in the chart
+        self.apply_batch(conn, [(envelope, event)])
+
+    def apply_batch(self, conn: Connection, items: Sequence[Item]) -> None:
+        """Read the rows the events touch, fold the events in order, write the changes."""
+        patient_ids: set[str] = set()
+        allergy_ids: set[str] = set()
+        for _, event in items:
+            if isinstance(event, PatientRegisteredV1 | PatientDemographicsUpdatedV1):
+                patient_ids.add(event.patient_id)
+            elif isinstance(event, AllergyRecordedV1 | AllergyRefutedV1):
+                allergy_ids.add(event.allergy_id)
+        if not patient_ids and not allergy_ids:
+            return  # any other event of the topic has no place in the chart
+        batch = ChartBatch.read(conn, patient_ids, allergy_ids)
+        for envelope, event in items:
+            if isinstance(event, PatientRegisteredV1):
+                self._patient(batch, envelope, event.patient_id, event.demographics, event.mrn)
+            elif isinstance(event, PatientDemographicsUpdatedV1):
+                self._patient(batch, envelope, event.patient_id, event.demographics, None)
+            elif isinstance(event, AllergyRecordedV1):
+                self._allergy_recorded(batch, envelope, event)
+            elif isinstance(event, AllergyRefutedV1):
+                self._allergy_refuted(batch, envelope, event)
+        batch.write(conn)
 
     # -- patients --------------------------------------------------------------
     def _patient(
         self,
-        conn: Connection,
+        batch: ChartBatch,
         envelope: Envelope,
         patient_id: str,
         demographics: Demographics,
         mrn: str | None,
     ) -> None:
-        stored = load(conn, "Patient", patient_id)
+        stored = batch.get("Patient", patient_id)
         version = _version(envelope, stored)
-        known_mrn = conn.execute(
-            select(chart_patients.c.mrn).where(chart_patients.c.patient_id == patient_id)
-        ).scalar_one_or_none()
+        known_mrn = batch.mrns.get(patient_id)
         if stored is not None and version <= stored.version:
             if mrn is not None and known_mrn is None:
                 # the registration arrived after an update: only its MRN is news
-                self._late_mrn(conn, stored, mrn)
+                self._late_mrn(batch, stored, mrn)
             return
         mrn = mrn or known_mrn
         resource = fhir.patient(
@@ -188,17 +357,10 @@ class ChartProjection(Projection):
             version=version,
             last_updated=envelope.time,
         )
-        _save(
-            conn,
-            resource,
-            version=version,
-            last_updated=envelope.time,
-            patient_id=patient_id,
-            exists=stored is not None,
-        )
-        _replace_patient_rows(conn, patient_id, demographics.birth_date, mrn, resource)
+        batch.save(resource, version=version, last_updated=envelope.time, patient_id=patient_id)
+        batch.index_patient(patient_id, demographics.birth_date, mrn, resource)
 
-    def _late_mrn(self, conn: Connection, stored: StoredResource, mrn: str) -> None:
+    def _late_mrn(self, batch: ChartBatch, stored: StoredResource, mrn: str) -> None:
         resource = dict(stored.resource)
         listed = resource.get("identifier", [])
         if any(fhir.is_mrn(i) for i in listed):
@@ -209,22 +371,17 @@ class ChartProjection(Projection):
             resource["identifier"] = [{**match, "type": fhir.MRN_TYPE}, *rest]
         else:
             resource["identifier"] = [fhir.mrn_identifier(self.mrn_system, mrn), *listed]
-        _save(
-            conn,
-            resource,
-            version=stored.version,
-            last_updated=stored.last_updated,
-            patient_id=stored.id,
-            exists=True,
+        batch.save(
+            resource, version=stored.version, last_updated=stored.last_updated, patient_id=stored.id
         )
         birth_date = date.fromisoformat(resource["birthDate"])
-        _replace_patient_rows(conn, stored.id, birth_date, mrn, resource)
+        batch.index_patient(stored.id, birth_date, mrn, resource)
 
     # -- allergies -------------------------------------------------------------
     def _allergy_recorded(
-        self, conn: Connection, envelope: Envelope, event: AllergyRecordedV1
+        self, batch: ChartBatch, envelope: Envelope, event: AllergyRecordedV1
     ) -> None:
-        stored = load(conn, "AllergyIntolerance", event.allergy_id)
+        stored = batch.get("AllergyIntolerance", event.allergy_id)
         version = _version(envelope, stored)
         if stored is not None and version <= stored.version:
             if fhir.is_refuted(stored.resource) and "recordedDate" not in stored.resource:
@@ -236,29 +393,22 @@ class ChartProjection(Projection):
                 merged = fhir.refute(
                     {**recorded, "note": notes}, reason=None, refuted_at=envelope.time
                 )
-                _save(
-                    conn,
+                batch.save(
                     merged,
                     version=stored.version,
                     last_updated=stored.last_updated,
                     patient_id=event.patient_id,
-                    exists=True,
                 )
             return
         resource = fhir.allergy(event, version=version, last_updated=envelope.time)
-        _save(
-            conn,
-            resource,
-            version=version,
-            last_updated=envelope.time,
-            patient_id=event.patient_id,
-            exists=stored is not None,
+        batch.save(
+            resource, version=version, last_updated=envelope.time, patient_id=event.patient_id
         )
 
     def _allergy_refuted(
-        self, conn: Connection, envelope: Envelope, event: AllergyRefutedV1
+        self, batch: ChartBatch, envelope: Envelope, event: AllergyRefutedV1
     ) -> None:
-        stored = load(conn, "AllergyIntolerance", event.allergy_id)
+        stored = batch.get("AllergyIntolerance", event.allergy_id)
         version = _version(envelope, stored)
         if stored is not None and version <= stored.version:
             return
@@ -272,13 +422,8 @@ class ChartProjection(Projection):
             reason=event.reason,
             refuted_at=event.refuted_at,
         )
-        _save(
-            conn,
-            resource,
-            version=version,
-            last_updated=envelope.time,
-            patient_id=event.patient_id,
-            exists=stored is not None,
+        batch.save(
+            resource, version=version, last_updated=envelope.time, patient_id=event.patient_id
         )
 
 
@@ -287,70 +432,3 @@ def _version(envelope: Envelope, stored: StoredResource | None) -> int:
     if envelope.aggregateversion is not None:
         return envelope.aggregateversion
     return stored.version + 1 if stored is not None else 1
-
-
-def _save(
-    conn: Connection,
-    resource: dict[str, Any],
-    *,
-    version: int,
-    last_updated: datetime,
-    patient_id: str | None,
-    exists: bool,
-) -> None:
-    """Insert or replace a resource's row; its meta must already say ``version``."""
-    key = {"resource_type": resource["resourceType"], "id": resource["id"]}
-    values = {
-        "version_id": version,
-        "last_updated": utc(last_updated),
-        "patient_id": patient_id,
-        "json": json.dumps(resource, separators=(",", ":"), ensure_ascii=False),
-    }
-    if not exists:
-        conn.execute(chart_resources.insert().values(**key, **values))
-        return
-    conn.execute(
-        chart_resources.update()
-        .where(
-            chart_resources.c.resource_type == key["resource_type"],
-            chart_resources.c.id == key["id"],
-        )
-        .values(**values)
-    )
-
-
-def _replace_patient_rows(
-    conn: Connection,
-    patient_id: str,
-    birth_date: date,
-    mrn: str | None,
-    resource: dict[str, Any],
-) -> None:
-    for table in (chart_patients, chart_patient_names, chart_patient_identifiers):
-        conn.execute(table.delete().where(table.c.patient_id == patient_id))
-    conn.execute(
-        chart_patients.insert().values(patient_id=patient_id, birth_date=birth_date, mrn=mrn)
-    )
-    names: set[tuple[str | None, str | None]] = set()
-    for name in resource.get("name", []):
-        if name.get("family"):
-            names.add((fold(name["family"]), None))
-        for given in name.get("given", []):
-            names.add((None, fold(given)))
-    if names:
-        conn.execute(
-            chart_patient_names.insert(),
-            [
-                {"patient_id": patient_id, "family_norm": family, "given_norm": given}
-                for family, given in sorted(names, key=lambda p: (p[0] or "", p[1] or ""))
-            ],
-        )
-    identifiers = {(i.get("system"), i["value"]) for i in resource.get("identifier", [])}
-    if identifiers:
-        conn.execute(
-            chart_patient_identifiers.insert(),
-            [
-                {"patient_id": patient_id, "system": system, "value": value}
-                for system, value in sorted(identifiers, key=lambda p: (p[0] or "", p[1]))
-            ],
-        )

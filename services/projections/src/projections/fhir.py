@@ -47,7 +47,9 @@ def meta(version: int, last_updated: datetime) -> dict[str, str]:
 
 def compact(value: dict[str, Any]) -> dict[str, Any]:
     """Drop None values and empty lists or objects (FHIR JSON has neither)."""
-    return {k: v for k, v in value.items() if v is not None and v != [] and v != {}}
+    return {
+        k: v for k, v in value.items() if v is not None and (v or not isinstance(v, list | dict))
+    }
 
 
 def codeable_concept(concept: CodeableConcept) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class Catalogue:
     def __init__(self) -> None:
         self._schemas: dict[str, type[IntegrationEvent]] = {}
         self._upcasters: dict[str, Upcaster] = {}
+        #: newest type of each type asked about; reset whenever a schema is registered
+        self._latest: dict[str, str] = {}
 
     def register(self, schema: type[IntegrationEvent]) -> type[IntegrationEvent]:
         """Add a schema (usable as a class decorator)."""
@@ -63,6 +65,7 @@ class Catalogue:
         if schema.event_type in self._schemas and self._schemas[schema.event_type] is not schema:
             raise CatalogueError(f"{schema.event_type} is registered twice")
         self._schemas[schema.event_type] = schema
+        self._latest.clear()
         return schema
 
     def upcaster(self, from_type: str) -> Callable[[Upcaster], Upcaster]:
@@ -97,17 +100,28 @@ class Catalogue:
             ) from None
 
     def latest_type(self, event_type: str) -> str:
-        context, name, version = _split(event_type)
-        while f"ehr.{context}.{name}.v{version + 1}" in self._schemas:
-            version += 1
-        return f"ehr.{context}.{name}.v{version}"
+        latest = self._latest.get(event_type)
+        if latest is None:
+            context, name, version = _split(event_type)
+            while f"ehr.{context}.{name}.v{version + 1}" in self._schemas:
+                version += 1
+            latest = f"ehr.{context}.{name}.v{version}"
+            if event_type in self._schemas:  # no cache entries for unknown types
+                self._latest[event_type] = latest
+        return latest
 
     def upcast(self, event_type: str, data: dict[str, Any]) -> IntegrationEvent:
-        """Validate ``data`` of ``event_type`` and upcast it to the newest version."""
+        """Validate ``data`` of ``event_type`` and upcast it to the newest version.
+
+        Data of the newest version is validated once; older data is validated
+        against its own schema, upcast step by step, and validated again at the end.
+        """
+        latest = self.latest_type(event_type)
+        if latest == event_type:
+            return self.validate(event_type, data)
         self.validate(event_type, data)
         context, name, version = _split(event_type)
         current, current_data = event_type, dict(data)
-        latest = self.latest_type(event_type)
         while current != latest:
             step = self._upcasters.get(current)
             if step is None:

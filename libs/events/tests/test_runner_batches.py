@@ -1,0 +1,116 @@
+"""The projection runner without a broker: batches, idempotency, stopping its consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ehr_events.config import ServiceSettings
+from ehr_events.db import make_engine
+from ehr_events.projection import ProjectionRunner, _stop
+from ehr_events.testing import settings_for_test
+
+from .builders import NotesProjection, NoteTakenV2, envelope_for, test_catalogue
+
+
+def note(event_id: str, patient_id: str) -> tuple:
+    event = NoteTakenV2(note_id=event_id, patient_id=patient_id, text="t", language="en")
+    return envelope_for(event, event_id), event
+
+
+class RunnerBatchesOnSQLite:
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> ServiceSettings:
+        return settings_for_test(ServiceSettings, tmp_path)
+
+    @pytest.fixture
+    def runner(self, settings: ServiceSettings) -> ProjectionRunner:
+        return ProjectionRunner(
+            NotesProjection(),
+            make_engine(settings, "testing", "notes"),
+            bootstrap="127.0.0.1:1",
+            catalogue=test_catalogue,
+        )
+
+    @staticmethod
+    def counts(runner: ProjectionRunner) -> dict[str, int]:
+        with runner.engine.connect() as conn:
+            return {p: int(c) for p, c in conn.execute(select(NotesProjection.counts)).all()}
+
+    def test_a_projection_without_a_batch_method_gets_each_new_event_once(
+        self, runner: ProjectionRunner
+    ) -> None:
+        a, b, c = note("e-a", "p-1"), note("e-b", "p-1"), note("e-c", "p-2")
+        # duplicates within one batch count once
+        assert runner.apply_envelopes([a, b, a, b]) == 2
+        # events of an earlier batch are skipped, the new one applies
+        assert runner.apply_envelopes([b, c, a]) == 1
+        assert runner.apply_envelopes([a, b, c]) == 0
+        assert self.counts(runner) == {"p-1": 2, "p-2": 1}
+        assert runner.applied_count() == 3
+
+    def test_a_batch_larger_than_one_in_clause_is_checked_whole(
+        self, runner: ProjectionRunner
+    ) -> None:
+        notes = [note(f"e-{i}", f"p-{i % 7}") for i in range(1234)]
+        assert runner.apply_envelopes(notes[:700]) == 700
+        assert runner.apply_envelopes(notes) == 534
+        assert sum(self.counts(runner).values()) == runner.applied_count() == 1234
+
+
+class TestRunnerBatchesOnSQLite(RunnerBatchesOnSQLite):
+    pass
+
+
+@pytest.mark.postgres
+class TestRunnerBatchesOnPostgreSQL(RunnerBatchesOnSQLite):
+    @pytest.fixture
+    def settings(
+        self, tmp_path: Path, postgres_url: str, fresh_schema_suffix: str
+    ) -> ServiceSettings:
+        return settings_for_test(
+            ServiceSettings,
+            tmp_path,
+            database_url=postgres_url,
+            db_schema=f"testing_{fresh_schema_suffix}",
+        )
+
+
+class StopLikeAiokafka:
+    """What ``AIOKafkaConsumer.stop()`` does when it follows the loss of the group.
+
+    Its fetcher, dropping the lost assignment, awaits its in-flight requests with
+    ``CancelledError`` suppressed; cancelled right then, it swallows its own
+    cancellation and goes on to wait for an assignment that never comes, while
+    ``stop()`` awaits it (aiokafka 0.14, ``Fetcher._fetch_requests_routine``).
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def _fetcher(self) -> None:
+        in_flight = asyncio.ensure_future(asyncio.sleep(0.05))
+        with contextlib.suppress(asyncio.CancelledError):
+            await in_flight
+        await asyncio.Event().wait()  # the next assignment
+
+    async def stop(self) -> None:
+        fetcher = asyncio.ensure_future(self._fetcher())
+        await asyncio.sleep(0)
+        fetcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetcher
+        self.stopped = True
+
+
+def test_a_consumer_whose_stop_hangs_is_still_stopped() -> None:
+    consumer = StopLikeAiokafka()
+    started = time.monotonic()
+    asyncio.run(_stop(consumer, "notes", timeout=0.3))  # type: ignore[arg-type]
+    assert consumer.stopped
+    assert time.monotonic() - started < 2
