@@ -71,13 +71,17 @@ chart_patients = Table(
     Index("ix_chart_patients_birth_date", "birth_date"),
 )
 
+#: Folded name parts compare in code-point order on every database (PostgreSQL's
+#: default collation follows the locale), so a prefix search is an index range.
+FOLDED = String(200).with_variant(String(200, collation="C"), "postgresql")
+
 #: One row per name part: either ``family_norm`` or ``given_norm`` is set.
 chart_patient_names = Table(
     "chart_patient_names",
     metadata,
     Column("patient_id", String(64), nullable=False, index=True),
-    Column("family_norm", String(200), nullable=True),
-    Column("given_norm", String(200), nullable=True),
+    Column("family_norm", FOLDED, nullable=True),
+    Column("given_norm", FOLDED, nullable=True),
     Index("ix_chart_patient_names_family", "family_norm"),
     Index("ix_chart_patient_names_given", "given_norm"),
 )

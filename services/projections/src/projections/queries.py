@@ -192,9 +192,26 @@ def _name_condition(column: Any, parameter: str) -> ColumnElement[bool] | None:
     if not values:
         return None
     matching = select(chart_patient_names.c.patient_id).where(
-        _any_of([column.startswith(v, autoescape=True) for v in values])
+        _any_of([_starts_with(column, v) for v in values])
     )
     return chart_resources.c.id.in_(matching)
+
+
+#: Above every character a folded name can hold: ``v <= name < v + TOP`` is the
+#: range of the names that start with ``v``, in code-point (byte) order.
+TOP = "\U0010ffff"
+
+
+def _starts_with(column: Any, prefix: str) -> ColumnElement[bool]:
+    """``column`` starts with ``prefix``, as a range the column's index can serve.
+
+    ``LIKE 'x%'`` alone cannot use the index on SQLite (its LIKE ignores case, the
+    index does not), so every search read all name rows; the range narrows to the
+    matching rows, and the LIKE keeps the match exact. The name columns compare in
+    code-point order (BINARY on SQLite, collation "C" on PostgreSQL), which is what
+    makes the range right.
+    """
+    return and_(column >= prefix, column < prefix + TOP, column.startswith(prefix, autoescape=True))
 
 
 def _identifier_condition(parameter: str) -> ColumnElement[bool] | None:
