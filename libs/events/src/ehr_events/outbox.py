@@ -353,7 +353,7 @@ def run_relay(
     """
     from .db import make_engine
     from .logs import configure_logging
-    from .process import run_worker
+    from .process import collect_less_often, run_worker
 
     configure_logging(f"{source}-relay", settings.log_dir)
     app = open_app()
@@ -366,6 +366,7 @@ def run_relay(
         batch_size=batch_size,
         poll_interval=poll_interval,
     )
+    collect_less_often()
     try:
         run_worker(relay.run)
     finally:

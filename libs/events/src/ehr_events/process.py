@@ -1,10 +1,40 @@
-"""Running long-lived workers (relays, projectors) until SIGINT or SIGTERM."""
+"""Running long-lived processes: HTTP services, and workers (relays, projectors)
+until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+def collect_less_often() -> None:
+    """Tune the garbage collector of a long-lived process, once it has started.
+
+    At the default thresholds the collector runs every 700 allocations and keeps
+    walking what startup loaded (frameworks, models, the FHIR classes) and, in a
+    projector, the thousands of decoded events a batch holds until it is written:
+    a third of a rebuild's CPU, mostly in full collections. What startup loaded is
+    frozen out of the collections; young collections run every 50 000
+    allocations, full ones every ten million.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
+def serve_http(app: Any, host: str, port: int) -> None:
+    """Serve a service's ASGI app with uvicorn until SIGINT or SIGTERM.
+
+    ``log_config=None`` keeps the process's own handlers (``configure_logging``);
+    uvicorn's access log is off because it prints query strings, ours does not.
+    """
+    import uvicorn
+
+    collect_less_often()
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
 
 
 def run_worker(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

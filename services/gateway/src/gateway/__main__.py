@@ -8,6 +8,7 @@ import logging
 from ehr_events.config import load_settings
 from ehr_events.logs import configure_logging
 from ehr_events.outbox import run_relay
+from ehr_events.process import serve_http
 
 from .access import open_gateway_application
 from .config import GatewaySettings
@@ -17,13 +18,12 @@ log = logging.getLogger("gateway")
 
 
 def serve(settings: GatewaySettings, host: str, port: int) -> None:
-    import uvicorn
 
     from .main import create_app
 
     configure_logging("gateway", settings.log_dir)
     log.info("gateway listening on %s:%d (profile %s)", host, port, settings.profile)
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+    serve_http(create_app(settings), host, port)
 
 
 def relay(settings: GatewaySettings) -> None:

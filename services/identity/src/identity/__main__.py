@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ehr_events.logs import configure_logging
 from ehr_events.outbox import run_relay
+from ehr_events.process import serve_http
 from ehr_events.security import Role
 
 from .application import IdentityApplication
@@ -27,12 +28,11 @@ from .domain.errors import IdentityError
 
 
 def serve(settings: IdentitySettings, host: str, port: int) -> int:
-    import uvicorn
 
     from .main import create_app
 
     configure_logging("identity", settings.log_dir)
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+    serve_http(create_app(settings), host, port)
     return 0
 
 

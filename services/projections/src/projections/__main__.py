@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 
 from ehr_events.config import load_settings
 from ehr_events.logs import configure_logging
-from ehr_events.process import run_worker
+from ehr_events.process import collect_less_often, run_worker, serve_http
 
 from .config import ProjectionsSettings
 from .readmodels import NAMES, make_runner
@@ -18,26 +17,11 @@ log = logging.getLogger("projections")
 
 
 def serve(settings: ProjectionsSettings, host: str, port: int) -> None:
-    import uvicorn
 
     from .main import create_app
 
     configure_logging("projections", settings.log_dir)
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
-
-
-def collect_less_often() -> None:
-    """Tune the garbage collector of a projector process, once it has started.
-
-    A batch holds thousands of decoded events, and their FHIR resources, until
-    it is written: at the default thresholds the collector walks them over and
-    over (a third of a rebuild's CPU, mostly in full collections). What startup
-    loaded is frozen out of the collections; young collections run every 50 000
-    allocations instead of 700, full ones every ten million.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
+    serve_http(create_app(settings), host, port)
 
 
 def run(settings: ProjectionsSettings, name: str) -> None:

@@ -6,20 +6,19 @@ import argparse
 from collections.abc import Sequence
 
 from ehr_events.config import load_settings
+from ehr_events.process import serve_http
 
 from .config import SERVICE, RecordsSettings
 
 
 def serve(settings: RecordsSettings, host: str, port: int) -> None:
-    import uvicorn
 
     from ehr_events.logs import configure_logging
 
     from .main import create_app
 
     configure_logging(SERVICE, settings.log_dir)
-    # log_config=None keeps our handlers; our access log omits query strings
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+    serve_http(create_app(settings), host, port)
 
 
 def relay(settings: RecordsSettings) -> None:
