@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from ehr_events.config import ServiceSettings
 from ehr_events.devinfra import start_broker
+from ehr_events.testing import settings_for_test
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +46,16 @@ def postgres_url() -> str:
 def fresh_schema_suffix() -> str:
     """A short unique suffix, so PostgreSQL tests do not see each other's tables."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def postgres_service_settings(
+    tmp_path: Path, postgres_url: str, fresh_schema_suffix: str
+) -> ServiceSettings:
+    """Shared service settings on the test database, in a schema of this test's own."""
+    return settings_for_test(
+        ServiceSettings,
+        tmp_path,
+        database_url=postgres_url,
+        db_schema=f"testing_{fresh_schema_suffix}",
+    )

@@ -70,15 +70,8 @@ class TestRunnerBatchesOnSQLite(RunnerBatchesOnSQLite):
 @pytest.mark.postgres
 class TestRunnerBatchesOnPostgreSQL(RunnerBatchesOnSQLite):
     @pytest.fixture
-    def settings(
-        self, tmp_path: Path, postgres_url: str, fresh_schema_suffix: str
-    ) -> ServiceSettings:
-        return settings_for_test(
-            ServiceSettings,
-            tmp_path,
-            database_url=postgres_url,
-            db_schema=f"testing_{fresh_schema_suffix}",
-        )
+    def settings(self, postgres_service_settings: ServiceSettings) -> ServiceSettings:
+        return postgres_service_settings
 
 
 class StopLikeAiokafka:
