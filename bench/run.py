@@ -719,6 +719,24 @@ def build_figures(run: Run) -> list[Figure]:
             )
         )
 
+    def fixed_rate_rows(group: str, name: str, label: str, bare: str, target: float) -> None:
+        """Served rate and latencies of ``name`` at the fixed offered rate."""
+        fixed = f"{name}.rate"
+        figures.append(
+            Figure(
+                f"{fixed}.rps",
+                group,
+                f"{label} {rate}: req/s",
+                get(fixed, "throughput"),
+                "/s",
+                "bare /s",
+                get(bare, "throughput"),
+                phase=fixed,
+                note=_kept_up(p.get(fixed), args.rate),
+            )  # fmt: skip
+        )
+        latency_rows(group, f"{label} {rate}", fixed, bare, target)
+
     commit = b.get("commit", {})
     commit_label = "commits/s (db)"
     for name, label in (
@@ -726,22 +744,7 @@ def build_figures(run: Run) -> list[Figure]:
         ("allergy.create", "create AllergyIntolerance"),
     ):
         group = "writes (return=minimal)"
-        fixed = f"{name}.rate"
-        achieved = get(fixed, "throughput")
-        figures.append(
-            Figure(
-                f"{fixed}.rps",
-                group,
-                f"{label} {rate}: req/s",
-                achieved,
-                "/s",
-                "bare /s",
-                get("bare_post.rate", "throughput"),
-                phase=fixed,
-                note=_kept_up(p.get(fixed), args.rate),
-            )  # fmt: skip
-        )
-        latency_rows(group, f"{label} {rate}", fixed, "bare_post.rate", WRITE_P99_MS)
+        fixed_rate_rows(group, name, label, "bare_post.rate", WRITE_P99_MS)
         sat = f"{name}.saturate"
         figures.append(
             Figure(
@@ -806,21 +809,7 @@ def build_figures(run: Run) -> list[Figure]:
         ("patient.search", "search Patient by family"),
     ):
         group = "reads"
-        fixed = f"{name}.rate"
-        figures.append(
-            Figure(
-                f"{fixed}.rps",
-                group,
-                f"{label} {rate}: req/s",
-                get(fixed, "throughput"),
-                "/s",
-                "bare /s",
-                get("bare_get.rate", "throughput"),
-                phase=fixed,
-                note=_kept_up(p.get(fixed), args.rate),
-            )  # fmt: skip
-        )
-        latency_rows(group, f"{label} {rate}", fixed, "bare_get.rate", READ_P99_MS)
+        fixed_rate_rows(group, name, label, "bare_get.rate", READ_P99_MS)
         sat = f"{name}.saturate"
         figures.append(
             Figure(

@@ -1,8 +1,7 @@
 """FHIR payloads and names for the fault drills.
 
-Copied in spirit from ``tests/contract/builders.py`` (test folders are not
-packages, so they cannot import each other): every drill gets a family name of
-its own, so its searches see only its own patients.
+The payloads are the shared samples of ``ehr_events.fhirsamples``; every drill
+gets a family name of its own, so its searches see only its own patients.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-MR_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}
+from ehr_events import fhirsamples
 
 
 def family_name(prefix: str) -> str:
@@ -31,19 +30,13 @@ def patient(
     birth_date: str = "1979-05-17",
     gender: str = "female",
 ) -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "identifier": [
-            {
-                "type": MR_TYPE,
-                "system": "urn:ehr:mrn",
-                "value": mrn or f"MRN-{uuid.uuid4().hex[:10].upper()}",
-            }
-        ],
-        "name": [{"family": family, "given": [given]}],
-        "gender": gender,
-        "birthDate": birth_date,
-    }
+    return fhirsamples.patient(
+        family,
+        given,
+        mrn=mrn or f"MRN-{uuid.uuid4().hex[:10].upper()}",
+        birth_date=birth_date,
+        gender=gender,
+    )
 
 
 def unborn_patient(family: str, given: str, *, mrn: str) -> dict[str, Any]:

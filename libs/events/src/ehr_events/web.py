@@ -25,6 +25,25 @@ class BodyTooLarge(Exception):
     pass
 
 
+class ResponseWatch:
+    """An ASGI ``send`` that notes the response's status once the response has started."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status: int | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.status is not None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with 413 before the app reads them."""
 
@@ -73,18 +92,11 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge
             return message
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = ResponseWatch(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, watch)
         except BodyTooLarge:
-            if not started:
+            if not watch.started:
                 await self.respond(scope, receive, send)
 
 
@@ -103,21 +115,14 @@ class UnhandledErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = ResponseWatch(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, watch)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             error_log.error(
                 "unhandled %s on %s %s", type(exc).__name__, scope.get("method"), scope.get("path")
             )
-            if started:
+            if watch.started:
                 return
             from .problems import problem_response
 
@@ -141,22 +146,15 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watch = ResponseWatch(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, watch)
         finally:
             access_log.info(
                 "%s %s %d %.1fms",
                 scope.get("method"),
                 scope.get("path"),
-                status,
+                watch.status or 500,
                 (time.perf_counter() - start) * 1000,
             )
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from fastapi import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ehr_events.policy import allows
 from ehr_events.problems import Problem
 from ehr_events.security import InvalidToken, Principal, TokenVerifier
-from ehr_events.web import BodyTooLarge
+from ehr_events.web import BodyTooLarge, ResponseWatch
 
 from .access import Decision, DecisionLog, Outcome
 from .auth import authenticate, challenge
@@ -153,31 +153,24 @@ class EdgeMiddleware:
     async def _forward(
         self, context: AccessContext, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        status = 500
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                started = True
-            await send(message)
-
+        watch = ResponseWatch(send)
+        failed: int | None = None  # the status an error stands for, over what was sent
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, watch)
         except BodyTooLarge:
-            status = 413
+            failed = 413
             raise
         except Exception as exc:  # noqa: BLE001 - never a stack trace to the caller
             # the exception text may hold PHI: its type only
             log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
-            status = 500
-            if not started:
+            failed = 500
+            if not watch.started:
                 problem = Problem(
                     "The server could not complete the request.", status=500, title="Error"
                 )
                 await error_response(scope["path"], problem)(scope, receive, send)
         finally:
+            status = failed or watch.status or 500
             if context.rule.audited:
                 # a service may refuse what the edge allowed; a refused login is a denial too
                 refused = status in (401, 403) or (

@@ -60,15 +60,22 @@ class AuditPage:
 
 
 # -- reading one resource ------------------------------------------------------
+_READ = select(chart_resources).where(
+    chart_resources.c.resource_type == bindparam("resource_type"),
+    chart_resources.c.id == bindparam("resource_id"),
+)
+
+
+def _read(engine: Engine, resource_type: str, resource_id: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(
+            _READ, {"resource_type": resource_type, "resource_id": resource_id}
+        ).first()
+
+
 def get_resource(engine: Engine, resource_type: str, resource_id: str) -> StoredResource | None:
     """The current version of a resource, or None."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(chart_resources).where(
-                chart_resources.c.resource_type == resource_type,
-                chart_resources.c.id == resource_id,
-            )
-        ).first()
+    row = _read(engine, resource_type, resource_id)
     return to_stored(row) if row is not None else None
 
 
@@ -81,23 +88,12 @@ class StoredText:
     json: str
 
 
-_READ_TEXT = select(
-    chart_resources.c.version_id, chart_resources.c.last_updated, chart_resources.c.json
-).where(
-    chart_resources.c.resource_type == bindparam("resource_type"),
-    chart_resources.c.id == bindparam("resource_id"),
-)
-
-
 def get_resource_text(engine: Engine, resource_type: str, resource_id: str) -> StoredText | None:
     """The current version of a resource with its JSON text, or None (the read path)."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            _READ_TEXT, {"resource_type": resource_type, "resource_id": resource_id}
-        ).first()
+    row = _read(engine, resource_type, resource_id)
     if row is None:
         return None
-    return StoredText(version=int(row[0]), last_updated=row[1], json=row[2])
+    return StoredText(version=int(row.version_id), last_updated=row.last_updated, json=row.json)
 
 
 # -- parameter syntax ----------------------------------------------------------
