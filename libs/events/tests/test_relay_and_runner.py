@@ -186,7 +186,48 @@ class RelayAndRunnerOnSQLite:
 
 
 class TestRelayAndRunnerOnSQLite(RelayAndRunnerOnSQLite):
-    pass
+    def test_a_lingering_projection_takes_a_trickle_in_few_batches(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        relay = self.make_relay(settings, broker, topic)
+        runner = self.make_runner(settings, broker, topic)
+        batches: list[int] = []
+        apply_batch = runner.projection.apply_batch
+
+        def counting(conn, items):  # type: ignore[no-untyped-def]
+            batches.append(len(items))
+            apply_batch(conn, items)
+
+        runner.projection.apply_batch = counting  # type: ignore[method-assign]
+        runner.projection.linger_seconds = 0.6
+
+        async def story() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(runner.run(stop))
+            try:
+                relay.app.take("patient-0", "first")
+                await relay.run_once()
+                while await asyncio.to_thread(runner.applied_count) < 1:  # joined, caught up
+                    await asyncio.sleep(0.05)
+                batches.clear()
+                # twelve events 40 ms apart: without the linger, each poll would
+                # bring one or two of them
+                for i in range(12):
+                    relay.app.take(f"patient-{i % 3}", f"note {i}")
+                    await relay.run_once()
+                    await asyncio.sleep(0.04)
+                deadline = asyncio.get_running_loop().time() + 30
+                while await asyncio.to_thread(runner.applied_count) < 13:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 15)
+                await relay.close()
+
+        asyncio.run(story())
+        assert sum(batches) == 12
+        assert len(batches) <= 4, batches
 
 
 @pytest.mark.postgres
