@@ -100,6 +100,23 @@ def test_create_returns_201_with_the_charts_version_location_and_etag(
     assert parse_qs(chart.query) == {"min_version": ["1"], "wait_ms": ["300"]}
 
 
+def test_names_beyond_ascii_cross_every_hop_as_utf_8(
+    client: TestClient, upstream: StandIn, clinician: dict[str, str]
+) -> None:
+    name = [{"use": "official", "family": "Ångström-Ðurić", "given": ["Zoë", "李"]}]
+    response = client.post("/fhir/Patient", json=fhir_patient(name=name), headers=clinician)
+
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"].startswith(FHIR)
+    # the answer carries the characters themselves, as UTF-8, not \u escapes
+    assert "Ångström-Ðurić".encode() in response.content
+    assert response.json()["name"][0]["given"] == ["Zoë", "李"]
+    (command,) = upstream.seen("/patients")
+    assert json.loads(command.body)["name"][0]["family"] == "Ångström-Ðurić"
+    read = client.get(f"/fhir/Patient/{response.json()['id']}", headers=clinician)
+    assert read.json()["name"] == response.json()["name"]
+
+
 def test_create_answers_from_records_when_the_chart_lags_beyond_the_wait(
     client: TestClient, upstream: StandIn, clinician: dict[str, str]
 ) -> None:

@@ -22,7 +22,7 @@ from ..upstream import UpstreamProblem
 from .allergy import allergy_resource, parse_allergy
 from .capability import capability_statement
 from .chart import Chart, Kind
-from .outcome import FHIR_JSON, FhirProblem
+from .outcome import FhirJSONResponse, FhirProblem
 from .parsing import Errors, check_id, parse_json
 from .patient import parse_patient, patient_resource, patient_write
 from .search import Search, search_from_query, searchset
@@ -290,7 +290,7 @@ def prefers_minimal(request: Request) -> bool:
 
 
 def fhir_json(resource: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return JSONResponse(resource, status_code=status, media_type=FHIR_JSON, headers=headers or None)
+    return FhirJSONResponse(resource, status_code=status, headers=headers or None)
 
 
 def resource_response(
@@ -311,4 +311,4 @@ def resource_response(
             pass
     if location:
         headers["Location"] = location
-    return JSONResponse(resource, status_code=status, media_type=FHIR_JSON, headers=headers)
+    return FhirJSONResponse(resource, status_code=status, headers=headers)
