@@ -37,6 +37,16 @@ def serve_http(app: Any, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop where it is installed (it comes with ``uvicorn[standard]``,
+    which the HTTP services already run on), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
 def run_worker(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``main(stop)`` in a fresh event loop; a signal sets ``stop``."""
 
@@ -47,4 +57,5 @@ def run_worker(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner_:
+        runner_.run(runner())

@@ -8,7 +8,7 @@ import logging
 
 from ehr_events.config import load_settings
 from ehr_events.logs import configure_logging
-from ehr_events.process import collect_less_often, run_worker, serve_http
+from ehr_events.process import collect_less_often, event_loop_factory, run_worker, serve_http
 
 from .config import ProjectionsSettings
 from .readmodels import NAMES, make_runner
@@ -36,7 +36,8 @@ def rebuild(settings: ProjectionsSettings, name: str, idle_seconds: float) -> in
     configure_logging(f"projector-{name}", settings.log_dir)
     runner = make_runner(settings, name)
     collect_less_often()
-    count = asyncio.run(runner.rebuild(idle_seconds=idle_seconds))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as loop:
+        count = loop.run(runner.rebuild(idle_seconds=idle_seconds))
     print(f"{name}: rebuilt from {count} events")
     return count
 
