@@ -33,7 +33,21 @@ def patient_id_of(response: httpx.Response) -> str:
 
 
 def search_patients(client: httpx.Client, headers: dict[str, str], family: str) -> list[dict]:
-    """Every Patient the chart finds by ``family``, all pages followed (at most 20 pages)."""
+    """Every Patient the chart finds by ``family``, all pages followed (at most 20 pages).
+
+    Pages are read one request at a time: a chart still catching up can move
+    between them (a new match shifts the offsets), so a walk that does not add up
+    (a total other than the rows found, an id twice) is walked again.
+    """
+    for _attempt in range(5):
+        found, total = _walk(client, headers, family)
+        if total == len(found) == len({r["id"] for r in found}):
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"search pages never added up: total {total}, {len(found)} found")
+
+
+def _walk(client: httpx.Client, headers: dict[str, str], family: str) -> tuple[list[dict], int]:
     response = client.post(
         "/fhir/Patient/_search", data={"family": family, "_count": "100"}, headers=headers
     )
@@ -44,8 +58,7 @@ def search_patients(client: httpx.Client, headers: dict[str, str], family: str) 
         found += [entry["resource"] for entry in bundle.get("entry") or ()]
         links = {link["relation"]: link["url"] for link in bundle.get("link") or ()}
         if "next" not in links:
-            assert bundle["total"] == len(found), (bundle["total"], len(found))
-            return found
+            return found, int(bundle["total"])
         response = client.get(links["next"], headers=headers)
         assert response.status_code == 200, response.text
     raise AssertionError("more than 20 pages of search results")
