@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from ehr_events.projection import ProjectionRunner
 from ehr_events.testing import TokenFactory
 from projections.config import ProjectionsSettings
 from projections.main import create_app
+from projections.queries import get_resource, get_resource_text
 from projections.readmodels import make_runner
 
 from .builders import (
@@ -203,6 +205,60 @@ def test_patients_are_searched_with_terms_in_the_body(
         "/chart/Patient/_search", json={"count": 1, "offset": 1}, headers=tokens.headers()
     ).json()
     assert (paged["total"], len(paged["resources"])) == (2, 1)
+
+
+def test_a_search_answer_holds_the_stored_resources_as_they_are(
+    client: TestClient, chart: ProjectionRunner, tokens: TokenFactory
+) -> None:
+    chart.apply_envelopes(
+        [
+            patient_registered(PATIENT, family="Zoë"),
+            patient_registered("other", mrn="MRN-0002", family="Zoller", version=2),
+            allergy_recorded(ALLERGY, PATIENT),
+        ]
+    )
+    response = client.post(
+        "/chart/Patient/_search", json={"family": ["zo"]}, headers=tokens.headers()
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    stored = [get_resource_text(chart.engine, "Patient", i) for i in (PATIENT, "other")]
+    texts = [s.json for s in stored if s is not None]
+    # the stored text, byte for byte (not parsed and encoded again)
+    assert response.text == f'{{"total":2,"resources":[{",".join(texts)}]}}'
+    assert response.json() == {"total": 2, "resources": [json.loads(t) for t in texts]}
+    assert_valid_fhir(response.json()["resources"][0])
+
+    allergies = client.post(
+        "/chart/AllergyIntolerance/_search",
+        json={"patient": [PATIENT], "count": 5},
+        headers=tokens.headers(),
+    ).json()
+    allergy = get_resource(chart.engine, "AllergyIntolerance", ALLERGY)
+    assert allergy is not None
+    assert allergies == {"total": 1, "resources": [allergy.resource]}
+
+
+def test_a_search_past_the_last_page_still_has_the_total(
+    client: TestClient, chart: ProjectionRunner, tokens: TokenFactory
+) -> None:
+    chart.apply_envelopes([patient_registered(PATIENT)])
+    response = client.post(
+        "/chart/Patient/_search", json={"count": 10, "offset": 5}, headers=tokens.headers()
+    )
+    assert response.json() == {"total": 1, "resources": []}
+    nothing = client.post(
+        "/chart/Patient/_search", json={"family": ["nobody"]}, headers=tokens.headers()
+    )
+    assert nothing.json() == {"total": 0, "resources": []}
+
+
+def test_searches_document_their_answer(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/chart/Patient/_search", "/chart/AllergyIntolerance/_search"):
+        answer = paths[path]["post"]["responses"]["200"]["content"]["application/json"]
+        assert answer["schema"] == {"$ref": "#/components/schemas/SearchResults"}
 
 
 def test_a_malformed_search_is_refused_without_echoing_the_terms(

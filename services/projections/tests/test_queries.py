@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from ehr_events.projection import ProjectionRunner
 from ehr_events.testing import settings_for_test
 from projections.config import ProjectionsSettings
-from projections.queries import SearchError, search_allergies, search_patients
+from projections.queries import (
+    SearchError,
+    get_resource_text,
+    search_allergies,
+    search_patients,
+)
 from projections.readmodels import make_runner
 
 from .builders import (
@@ -157,16 +164,119 @@ class QueriesOnSQLite:
         only_total = search_patients(runner.engine, family=["mu"], count=0)
         assert (only_total.total, only_total.resources) == (3, [])
 
+    @pytest.mark.parametrize(
+        ("search", "expected"),
+        [
+            (dict(family=["mu"], given=["jo"]), ["p4"]),
+            (dict(family=["mu"], birthdate=["1980"]), ["p1", "p4"]),
+            (dict(family=["mu,smith"], birthdate=["ge1980-01-01"]), ["p1", "p3", "p4"]),
+            (dict(given=["jo,hans"], identifier=["NAT-2,X-3"]), ["p2", "p3"]),
+            (dict(family=["mu"], given=["a", "m"]), ["p1"]),
+            (dict(family=["müll"], identifier=[f"{NATIONAL_ID_SYSTEM}|"]), ["p1"]),
+            (
+                dict(family=["mu"], given=["hans"], birthdate=["1975"], identifier=["MRN-0002"]),
+                ["p2"],
+            ),
+            (dict(family=["mu"], identifier=["X-3"]), []),
+            (dict(family=["mu", ""], given=[","]), ["p1", "p2", "p4"]),
+        ],
+    )
+    def test_every_parameter_must_match_and_the_total_counts_each_patient_once(
+        self, runner: ProjectionRunner, search: dict[str, list[str]], expected: list[str]
+    ) -> None:
+        result = search_patients(runner.engine, **search)  # type: ignore[arg-type]
+        assert (result.total, ids(result)) == (len(expected), expected)
+
+    def test_a_patient_with_several_matching_names_is_one_match(
+        self, runner: ProjectionRunner
+    ) -> None:
+        # Anna Maria: both given names match, the patient counts once
+        result = search_patients(runner.engine, given=["a,m"])
+        assert (result.total, ids(result)) == (1, ["p1"])
+
+    def test_pages_of_a_search_with_several_parameters(self, runner: ProjectionRunner) -> None:
+        pages = [
+            search_patients(
+                runner.engine,
+                family=["mu,smith"],
+                birthdate=["ge1975-01-01"],
+                count=2,
+                offset=offset,
+            )
+            for offset in (0, 2, 4)
+        ]
+        assert [(p.total, ids(p)) for p in pages] == [
+            (4, ["p1", "p2"]),
+            (4, ["p3", "p4"]),
+            (4, []),
+        ]
+
     def test_allergies_are_found_by_patient(self, runner: ProjectionRunner) -> None:
         assert ids(search_allergies(runner.engine, patient=["Patient/p1"])) == ["a1", "a2"]
         assert search_allergies(runner.engine, patient=["p1,p3"]).total == 3
         assert search_allergies(runner.engine, patient=["p2"]).total == 0
         page = search_allergies(runner.engine, patient=["p1,p3"], count=1, offset=2)
         assert (page.total, ids(page)) == (3, ["a3"])
+        both = search_allergies(runner.engine, patient=["p1,p3", "Patient/p3"])
+        assert (both.total, ids(both)) == (1, ["a3"])
+        every = search_allergies(runner.engine, count=2)
+        assert (every.total, ids(every)) == (3, ["a1", "a2"])
+
+    def test_a_search_page_is_the_stored_json_text(self, runner: ProjectionRunner) -> None:
+        result = search_patients(runner.engine, family=["smith"])
+        stored = get_resource_text(runner.engine, "Patient", "p3")
+        assert stored is not None
+        assert result.texts == [stored.json]
 
 
 class TestQueriesOnSQLite(QueriesOnSQLite):
-    pass
+    @pytest.mark.parametrize(
+        ("search", "names_index"),
+        [
+            (dict(family=["mu"]), "ix_chart_patient_names_family_patient"),
+            (dict(given=["jo"]), "ix_chart_patient_names_given_patient"),
+            (dict(birthdate=["ge1980"]), "ix_chart_patients_birth_date_patient"),
+            (dict(family=["mu"], birthdate=["1980"]), "ix_chart_patient_names_family_patient"),
+        ],
+    )
+    def test_a_search_reads_the_matching_ids_from_an_index_and_only_their_rows(
+        self, runner: ProjectionRunner, search: dict[str, list[str]], names_index: str
+    ) -> None:
+        def run() -> object:
+            return search_patients(runner.engine, **search)  # type: ignore[arg-type]
+
+        plan = query_plan(runner.engine, run)
+        assert f"USING COVERING INDEX {names_index}" in plan
+        # each matching id finds its row by key: the order index is not walked
+        assert "chart_resources USING INDEX sqlite_autoindex_chart_resources_1" in plan
+        assert "ix_chart_resources_order" not in plan
+
+    def test_an_allergy_search_reads_only_the_patients_allergies(
+        self, runner: ProjectionRunner
+    ) -> None:
+        plan = query_plan(runner.engine, lambda: search_allergies(runner.engine, patient=["p1"]))
+        assert "USING INDEX ix_chart_resources_patient" in plan
+        assert "ix_chart_resources_order" not in plan
+
+
+def query_plan(engine: Engine, search: Callable[[], object]) -> str:
+    """SQLite's plans of the statements ``search`` runs, one line per step."""
+    statements: list[tuple[str, Any]] = []
+
+    def note(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        search()
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    with engine.connect() as conn:
+        return "\n".join(
+            str(row[3])
+            for statement, parameters in statements
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        )
 
 
 @pytest.mark.postgres

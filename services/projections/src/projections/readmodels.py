@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from ehr_events.db import make_engine
 from ehr_events.projection import Projection, ProjectionRunner
@@ -21,6 +24,9 @@ log = logging.getLogger("projections")
 #: The read models this service keeps.
 NAMES = ("chart", "audit")
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 def make_projection(settings: ProjectionsSettings, name: str) -> Projection:
     if name == "chart":
@@ -30,9 +36,30 @@ def make_projection(settings: ProjectionsSettings, name: str) -> Projection:
     raise ValueError(f"unknown projection {name!r}; choose from {', '.join(NAMES)}")
 
 
+#: How much of a SQLite read model each connection maps into memory (address space,
+#: not memory: the pages are the operating system's file cache, shared by all).
+MMAP_BYTES = 1 << 30
+
+
 def make_read_engine(settings: ProjectionsSettings, name: str) -> Engine:
     """The database of a read model: ``var/projections/<name>.sqlite3`` or the schema."""
-    return make_engine(settings, SERVICE, name)
+    engine = make_engine(settings, SERVICE, name)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _map_into_memory)
+    return engine
+
+
+def _map_into_memory(dbapi_connection: Any, _record: Any) -> None:
+    """Read the file through a memory map, not through SQLite's own page cache.
+
+    A search looks up rows all over the chart. Once the file outgrows the page
+    cache (2 MB per connection), each of those pages cost a ``read()`` into it; a
+    mapped page is read in place: a third less CPU for a name search in a chart
+    of 40 000 patients.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    cursor.close()
 
 
 def make_runner(
@@ -58,6 +85,21 @@ def make_runner(
             log.info("%s: tables being created elsewhere (%s), retrying", name, type(exc).__name__)
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+async def read(
+    query: Callable[Concatenate[Engine, P], T], engine: Engine, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``query(engine, ...)`` from a route: on SQLite in the event loop, else in a thread.
+
+    A SQLite read model is a local file in WAL mode, where readers never wait for
+    the writer: handing a read to a worker thread (waking it, anyio's machinery)
+    cost several times the read itself. PostgreSQL is a network round trip that
+    can hang while the server is away, so it stays off the event loop.
+    """
+    if engine.dialect.name == "sqlite":
+        return query(engine, *args, **kwargs)
+    return await run_in_threadpool(query, engine, *args, **kwargs)
 
 
 @dataclass

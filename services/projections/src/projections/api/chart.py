@@ -8,7 +8,6 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from starlette.concurrency import run_in_threadpool
 
 from ehr_events.policy import roles_for
 from ehr_events.problems import Problem
@@ -19,12 +18,13 @@ from ..config import ProjectionsSettings
 from ..fhir import instant
 from ..queries import (
     SearchError,
+    SearchResult,
     StoredText,
     get_resource_text,
     search_allergies,
     search_patients,
 )
-from ..readmodels import ReadModels
+from ..readmodels import ReadModels, read
 from .schemas import AllergySearch, PatientSearch, ResourcePublic, SearchResults
 
 #: Readable resource types and the permission each needs.
@@ -53,9 +53,7 @@ def router(verifier: TokenVerifier, models: ReadModels, settings: ProjectionsSet
         # the wait is a sleep in the event loop, not a thread held for up to seconds
         deadline = time.monotonic() + min(wait_ms, settings.max_wait_ms) / 1000
         while True:
-            stored: StoredText | None = await run_in_threadpool(
-                get_resource_text, engine, resource_type, resource_id
-            )
+            stored = await read(get_resource_text, engine, resource_type, resource_id)
             if stored is not None and (min_version is None or stored.version >= min_version):
                 return resource_answer(stored)
             left = deadline - time.monotonic()
@@ -94,13 +92,14 @@ def router(verifier: TokenVerifier, models: ReadModels, settings: ProjectionsSet
         return await read_until("AllergyIntolerance", id, min_version, wait_ms)
 
     @api.post("/Patient/_search", response_model=SearchResults)
-    def search_patient(
+    async def search_patient(
         body: PatientSearch,
         _: PatientReader,  # type: ignore[valid-type]
-    ) -> SearchResults:
+    ) -> Response:
         """Search Patients by family, given, birthdate and identifier (terms in the body)."""
         try:
-            result = search_patients(
+            result = await read(
+                search_patients,
                 engine,
                 family=body.family,
                 given=body.given,
@@ -111,18 +110,18 @@ def router(verifier: TokenVerifier, models: ReadModels, settings: ProjectionsSet
             )
         except SearchError as exc:
             raise InvalidSearch(str(exc)) from None
-        return SearchResults(total=result.total, resources=result.resources)
+        return search_answer(result)
 
     @api.post("/AllergyIntolerance/_search", response_model=SearchResults)
-    def search_allergy(
+    async def search_allergy(
         body: AllergySearch,
         _: AllergyReader,  # type: ignore[valid-type]
-    ) -> SearchResults:
+    ) -> Response:
         """Search AllergyIntolerances by patient."""
-        result = search_allergies(
-            engine, patient=body.patient, count=body.count, offset=body.offset
+        result = await read(
+            search_allergies, engine, patient=body.patient, count=body.count, offset=body.offset
         )
-        return SearchResults(total=result.total, resources=result.resources)
+        return search_answer(result)
 
     return api
 
@@ -134,4 +133,10 @@ def resource_answer(stored: StoredText) -> Response:
     """
     updated = json.dumps(instant(stored.last_updated))
     body = f'{{"resource":{stored.json},"version":{stored.version},"last_updated":{updated}}}'
+    return Response(content=body.encode("utf-8"), media_type="application/json")
+
+
+def search_answer(result: SearchResult) -> Response:
+    """A :class:`SearchResults` answer around the stored JSON texts, spliced in as they are."""
+    body = f'{{"total":{result.total},"resources":[{",".join(result.texts)}]}}'
     return Response(content=body.encode("utf-8"), media_type="application/json")
