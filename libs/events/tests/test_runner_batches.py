@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from ehr_events.config import ServiceSettings
 from ehr_events.db import make_engine
-from ehr_events.projection import ProjectionRunner, _stop
+from ehr_events.projection import ProjectionRunner, _stop, collector_paused
 from ehr_events.testing import settings_for_test
 
 from .builders import NotesProjection, NoteTakenV2, envelope_for, test_catalogue
@@ -64,7 +65,48 @@ class RunnerBatchesOnSQLite:
 
 
 class TestRunnerBatchesOnSQLite(RunnerBatchesOnSQLite):
-    pass
+    def test_the_collector_is_paused_while_a_batch_applies(self, runner: ProjectionRunner) -> None:
+        enabled: list[bool] = []
+        apply_batch = runner.projection.apply_batch
+
+        def watching(conn, items):  # type: ignore[no-untyped-def]
+            enabled.append(gc.isenabled())
+            apply_batch(conn, items)
+
+        runner.projection.apply_batch = watching  # type: ignore[method-assign]
+        assert gc.isenabled()
+        assert runner.apply_envelopes([note("e-a", "p-1")]) == 1
+        assert runner.apply_batch([], runner.generation()) == 0
+        assert enabled == [False] and gc.isenabled()
+
+    def test_the_collector_resumes_after_a_failed_batch(self, runner: ProjectionRunner) -> None:
+        def failing(conn, items):  # type: ignore[no-untyped-def]
+            raise RuntimeError("the database went away")
+
+        runner.projection.apply_batch = failing  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            runner.apply_envelopes([note("e-a", "p-1")])
+        assert gc.isenabled()
+        assert runner.applied_count() == 0
+
+
+def test_the_collector_resumes_once_no_batch_is_applying() -> None:
+    # batches of two runners (threads) overlap: the first to end leaves it paused
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_a_collector_paused_by_the_process_stays_paused() -> None:
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.postgres
@@ -72,6 +114,21 @@ class TestRunnerBatchesOnPostgreSQL(RunnerBatchesOnSQLite):
     @pytest.fixture
     def settings(self, postgres_service_settings: ServiceSettings) -> ServiceSettings:
         return postgres_service_settings
+
+    def test_each_batch_is_planned_for_its_own_ids(self, runner: ProjectionRunner) -> None:
+        modes: list[str] = []
+        apply_batch = runner.projection.apply_batch
+
+        def watching(conn, items):  # type: ignore[no-untyped-def]
+            modes.append(conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one())
+            apply_batch(conn, items)
+
+        runner.projection.apply_batch = watching  # type: ignore[method-assign]
+        runner.apply_envelopes([note("e-a", "p-1")])
+        assert modes == ["force_custom_plan"]
+        # only for the batch's own transaction
+        with runner.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "auto"
 
 
 class StopLikeAiokafka:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import from_json
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -83,12 +84,15 @@ class Envelope(BaseModel):
     @classmethod
     def from_kafka(cls, headers: Any, value: bytes | None) -> Envelope:
         """Parse a Kafka message written by :meth:`to_kafka`."""
-        attrs: dict[str, Any] = {}
         try:
-            for name, raw in headers or ():
-                field = _HEADER_FIELDS.get(name)
-                if field is not None:  # other headers, unknown extensions too, are dropped
-                    attrs[field] = raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+            # other headers, unknown extensions too, are dropped
+            attrs: dict[str, Any] = {
+                _HEADER_FIELDS[name]: raw.decode()
+                if isinstance(raw, bytes | bytearray)
+                else str(raw)
+                for name, raw in headers or ()
+                if name in _HEADER_FIELDS
+            }
         except UnicodeDecodeError as exc:
             raise EnvelopeError("a CloudEvents attribute is not UTF-8") from exc
         for required in ("id", "source", "type", "specversion"):
@@ -96,14 +100,28 @@ class Envelope(BaseModel):
                 raise EnvelopeError(f"missing CloudEvents attribute {required!r}")
         if attrs["specversion"] != SPECVERSION:
             raise EnvelopeError("unsupported CloudEvents specversion")
-        try:
-            attrs["data"] = json.loads(value or b"{}")
-        except ValueError as exc:  # not JSON, or not UTF-8
-            raise EnvelopeError("event data is not JSON") from exc
+        attrs["data"] = _parse_json(value or b"{}")
         try:
             return cls.model_validate(attrs)
         except ValueError as exc:
             raise EnvelopeError("invalid CloudEvents attributes") from exc
+
+
+def _parse_json(value: bytes | bytearray | str) -> Any:
+    """The JSON document ``value``, exactly as ``json.loads`` reads it, about twice as fast.
+
+    pydantic's parser refuses a few documents ``json.loads`` takes (a byte-order
+    mark, a UTF-16 body, an escaped lone surrogate); those are read by ``json.loads``.
+    Raises :class:`EnvelopeError` if neither reads it.
+    """
+    try:
+        return from_json(value)
+    except ValueError:
+        pass
+    try:
+        return json.loads(value)
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise EnvelopeError("event data is not JSON") from exc
 
 
 #: The envelope field each Kafka header carries; unknown extensions (the spec

@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
 )
 
+from ehr_events.bulk import BulkStatement
 from ehr_events.catalogue import IntegrationEvent
 from ehr_events.catalogue.records import (
     AllergyRecordedV1,
@@ -68,22 +69,23 @@ chart_patients = Table(
     Column("patient_id", String(64), primary_key=True),
     Column("birth_date", Date, nullable=False),
     Column("mrn", String(64), nullable=True),
-    Index("ix_chart_patients_birth_date", "birth_date"),
+    Index("ix_chart_patients_birth_date_patient", "birth_date", "patient_id"),
 )
 
 #: Folded name parts compare in code-point order on every database (PostgreSQL's
 #: default collation follows the locale), so a prefix search is an index range.
 FOLDED = String(200).with_variant(String(200, collation="C"), "postgresql")
 
-#: One row per name part: either ``family_norm`` or ``given_norm`` is set.
+#: One row per name part: either ``family_norm`` or ``given_norm`` is set. A name
+#: search reads the patients of a range of names from its index alone.
 chart_patient_names = Table(
     "chart_patient_names",
     metadata,
     Column("patient_id", String(64), nullable=False, index=True),
     Column("family_norm", FOLDED, nullable=True),
     Column("given_norm", FOLDED, nullable=True),
-    Index("ix_chart_patient_names_family", "family_norm"),
-    Index("ix_chart_patient_names_given", "given_norm"),
+    Index("ix_chart_patient_names_family_patient", "family_norm", "patient_id"),
+    Index("ix_chart_patient_names_given_patient", "given_norm", "patient_id"),
 )
 
 chart_patient_identifiers = Table(
@@ -94,6 +96,25 @@ chart_patient_identifiers = Table(
     Column("value", String(255), nullable=False),
     Index("ix_chart_patient_identifiers_value", "value", "system"),
 )
+
+#: Indexes of earlier versions, superseded by the ones above that add the patient (a
+#: search reads its ids from the index alone): the runner drops them from a chart.
+_earlier = MetaData()
+Table(
+    "chart_patients",
+    _earlier,
+    Column("birth_date", Date),
+    Index("ix_chart_patients_birth_date", "birth_date"),
+)
+Table(
+    "chart_patient_names",
+    _earlier,
+    Column("family_norm", FOLDED),
+    Column("given_norm", FOLDED),
+    Index("ix_chart_patient_names_family", "family_norm"),
+    Index("ix_chart_patient_names_given", "given_norm"),
+)
+metadata.info["retired_indexes"] = [i for t in _earlier.sorted_tables for i in t.indexes]
 
 
 @lru_cache(maxsize=8192)
@@ -146,19 +167,31 @@ _select_resources = select(chart_resources).where(
 _select_mrns = select(chart_patients.c.patient_id, chart_patients.c.mrn).where(
     chart_patients.c.patient_id.in_(bindparam("b_ids", expanding=True))
 )
-_insert_resource = chart_resources.insert()
-#: SET takes the columns the parameters name (every column but the key)
-_update_resource = chart_resources.update().where(
-    chart_resources.c.resource_type == bindparam("b_type"),
-    chart_resources.c.id == bindparam("b_id"),
+#: Writes take rows as tuples, in the order of the names given here.
+_insert_resource = BulkStatement(
+    chart_resources.insert(),
+    ("resource_type", "id", "version_id", "last_updated", "patient_id", "json"),
+)
+_update_resource = BulkStatement(
+    chart_resources.update().where(
+        chart_resources.c.resource_type == bindparam("b_type"),
+        chart_resources.c.id == bindparam("b_id"),
+    ),
+    ("version_id", "last_updated", "patient_id", "json", "b_type", "b_id"),
 )
 _delete_patient_rows = [
-    table.delete().where(table.c.patient_id == bindparam("b_patient"))
+    BulkStatement(
+        table.delete().where(table.c.patient_id == bindparam("b_patient")), ("b_patient",)
+    )
     for table in (chart_patients, chart_patient_names, chart_patient_identifiers)
 ]
-_insert_patient = chart_patients.insert()
-_insert_name = chart_patient_names.insert()
-_insert_identifier = chart_patient_identifiers.insert()
+_insert_patient = BulkStatement(chart_patients.insert(), ("patient_id", "birth_date", "mrn"))
+_insert_name = BulkStatement(
+    chart_patient_names.insert(), ("patient_id", "family_norm", "given_norm")
+)
+_insert_identifier = BulkStatement(
+    chart_patient_identifiers.insert(), ("patient_id", "system", "value")
+)
 
 Key = tuple[str, str]
 
@@ -237,44 +270,36 @@ class ChartBatch:
 
     def write(self, conn: Connection) -> None:
         # rows in key order: each index page is visited once, not once per row
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
         for key, stored in sorted(self.changed.items()):
-            values = {
-                "version_id": stored.version,
-                "last_updated": stored.last_updated,
-                "patient_id": stored.patient_id,
-                "json": to_json(stored.resource),
-            }
+            body = to_json(stored.resource)
             if key in self.stored:
-                updates.append({"b_type": key[0], "b_id": key[1], **values})
+                updates.append((stored.version, stored.last_updated, stored.patient_id, body, *key))
             else:
-                inserts.append({"resource_type": key[0], "id": key[1], **values})
-        if inserts:
-            conn.execute(_insert_resource, inserts)
-        if updates:
-            conn.execute(_update_resource, updates)
+                inserts.append((*key, stored.version, stored.last_updated, stored.patient_id, body))
+        _insert_resource.execute(conn, inserts)
+        _update_resource.execute(conn, updates)
         if not self.search:
             return
-        stale = [{"b_patient": p} for p in sorted(self.search) if p in self.indexed]
-        if stale:
-            for delete in _delete_patient_rows:
-                conn.execute(delete, stale)
-        patients: list[dict[str, Any]] = []
-        names: list[dict[str, Any]] = []
-        identifiers: list[dict[str, Any]] = []
+        stale = [(p,) for p in sorted(self.search) if p in self.indexed]
+        for delete in _delete_patient_rows:
+            delete.execute(conn, stale)
+        patients: list[tuple[Any, ...]] = []
+        names: list[tuple[Any, ...]] = []
+        identifiers: list[tuple[Any, ...]] = []
         for patient_id, (birth_date, mrn, resource) in sorted(self.search.items()):
-            patients.append({"patient_id": patient_id, "birth_date": birth_date, "mrn": mrn})
+            patients.append((patient_id, birth_date, mrn))
             names.extend(_name_rows(patient_id, resource))
             identifiers.extend(_identifier_rows(patient_id, resource))
-        conn.execute(_insert_patient, patients)
-        if names:
-            conn.execute(_insert_name, names)
-        if identifiers:
-            conn.execute(_insert_identifier, identifiers)
+        _insert_patient.execute(conn, patients)
+        _insert_name.execute(conn, names)
+        _insert_identifier.execute(conn, identifiers)
 
 
-def _name_rows(patient_id: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
+def _name_rows(
+    patient_id: str, resource: dict[str, Any]
+) -> list[tuple[str, str | None, str | None]]:
     names: set[tuple[str | None, str | None]] = set()
     for name in resource.get("name", []):
         if name.get("family"):
@@ -282,15 +307,17 @@ def _name_rows(patient_id: str, resource: dict[str, Any]) -> list[dict[str, Any]
         for given in name.get("given", []):
             names.add((None, fold(given)))
     return [
-        {"patient_id": patient_id, "family_norm": family, "given_norm": given}
+        (patient_id, family, given)
         for family, given in sorted(names, key=lambda p: (p[0] or "", p[1] or ""))
     ]
 
 
-def _identifier_rows(patient_id: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
+def _identifier_rows(
+    patient_id: str, resource: dict[str, Any]
+) -> list[tuple[str, str | None, str]]:
     identifiers = {(i.get("system"), i["value"]) for i in resource.get("identifier", [])}
     return [
-        {"patient_id": patient_id, "system": system, "value": value}
+        (patient_id, system, value)
         for system, value in sorted(identifiers, key=lambda p: (p[0] or "", p[1]))
     ]
 

@@ -89,12 +89,10 @@ def identifiers(
     out: list[dict[str, Any]] = []
     mrn_seen = False
     for identifier in listed:
-        item = compact(
-            {"use": identifier.use, "system": identifier.system, "value": identifier.value}
-        )
+        item = _identifier(identifier)
         if mrn is not None and identifier.value == mrn and not mrn_seen:
             mrn_seen = True
-            out.insert(0, compact({**item, "type": MRN_TYPE}))
+            out.insert(0, {**item, "type": MRN_TYPE})
         else:
             out.append(item)
     if mrn is not None and not mrn_seen:
@@ -102,25 +100,44 @@ def identifiers(
     return out
 
 
+# The builders below write what ``compact`` would keep of the full dict, key by key
+# in the same order, without building and filtering it: a rebuild renders every
+# patient. Required fields are always there; optional ones only when set.
+def _identifier(identifier: Identifier) -> dict[str, Any]:
+    if identifier.use is None:
+        return {"system": identifier.system, "value": identifier.value}
+    return {"use": identifier.use, "system": identifier.system, "value": identifier.value}
+
+
 def human_name(name: HumanName) -> dict[str, Any]:
-    return compact({"use": name.use, "family": name.family, "given": list(name.given)})
+    out: dict[str, Any] = {} if name.use is None else {"use": name.use}
+    out["family"] = name.family
+    if name.given:
+        out["given"] = list(name.given)
+    return out
 
 
 def contact_point(point: ContactPoint) -> dict[str, Any]:
-    return compact({"system": point.system, "value": point.value, "use": point.use})
+    if point.use is None:
+        return {"system": point.system, "value": point.value}
+    return {"system": point.system, "value": point.value, "use": point.use}
 
 
 def address(value: Address) -> dict[str, Any]:
-    return compact(
-        {
-            "use": value.use,
-            "line": list(value.line),
-            "city": value.city,
-            "state": value.state,
-            "postalCode": value.postal_code,
-            "country": value.country,
-        }
-    )
+    out: dict[str, Any] = {}
+    if value.use is not None:
+        out["use"] = value.use
+    if value.line:
+        out["line"] = list(value.line)
+    if value.city is not None:
+        out["city"] = value.city
+    if value.state is not None:
+        out["state"] = value.state
+    if value.postal_code is not None:
+        out["postalCode"] = value.postal_code
+    if value.country is not None:
+        out["country"] = value.country
+    return out
 
 
 def patient(
@@ -133,19 +150,23 @@ def patient(
     last_updated: datetime,
 ) -> dict[str, Any]:
     """A FHIR R4 Patient from a registration's or an update's demographics."""
-    return compact(
-        {
-            "resourceType": "Patient",
-            "id": patient_id,
-            "meta": meta(version, last_updated),
-            "identifier": identifiers(demographics.identifiers, mrn, mrn_system),
-            "name": [human_name(n) for n in demographics.name],
-            "telecom": [contact_point(t) for t in demographics.telecom],
-            "gender": demographics.sex,
-            "birthDate": demographics.birth_date.isoformat(),
-            "address": [address(a) for a in demographics.address],
-        }
-    )
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": patient_id,
+        "meta": meta(version, last_updated),
+    }
+    listed = identifiers(demographics.identifiers, mrn, mrn_system)
+    if listed:
+        resource["identifier"] = listed
+    if demographics.name:
+        resource["name"] = [human_name(n) for n in demographics.name]
+    if demographics.telecom:
+        resource["telecom"] = [contact_point(t) for t in demographics.telecom]
+    resource["gender"] = demographics.sex
+    resource["birthDate"] = demographics.birth_date.isoformat()
+    if demographics.address:
+        resource["address"] = [address(a) for a in demographics.address]
+    return resource
 
 
 # -- AllergyIntolerance --------------------------------------------------------
