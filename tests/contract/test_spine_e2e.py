@@ -393,4 +393,9 @@ def test_stop_and_start_keeps_the_data(
         headers={**physician, "Content-Type": FHIR_JSON},
     )
     assert again.status_code == 201
+    # the search reads the chart, which the restarted projector fills once it has
+    # rejoined its consumer group (seconds on the development broker)
+    deadline = time.monotonic() + 30
+    while count_patients(client, physician, "Afterwards") < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert count_patients(client, physician, "Afterwards") == 1
