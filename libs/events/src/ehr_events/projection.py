@@ -142,7 +142,9 @@ class ProjectionRunner:
         #: records per transaction when following the topics, and when rebuilding
         self.batch_size = batch_size
         self.rebuild_batch_size = rebuild_batch_size
-        self.fetch_max_wait_ms = fetch_max_wait_ms or projection.fetch_max_wait_ms
+        self.fetch_max_wait_ms = (
+            projection.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
+        )
         self.setup()
 
     # -- state -----------------------------------------------------------------
