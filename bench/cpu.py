@@ -28,6 +28,32 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its descendants: the live ones, and the
+    ones it (or they) waited for; 0 once the process is gone."""
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stats[int(entry)] = f.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    if pid not in stats:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats[current]
+        # utime, stime, and cutime, cstime: children already waited for
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        todo.extend(children.get(current, []))
+    return total / TICKS
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has been busy (all cores, all processes)."""
     with open("/proc/stat") as f:

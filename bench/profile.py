@@ -40,7 +40,9 @@ class Recorder:
     def available(self) -> bool:
         return self.binary is not None
 
-    def start(self, label: str, pids: dict[str, int], seconds: float) -> None:
+    def start(
+        self, label: str, pids: dict[str, int], seconds: float, *, subprocesses: bool = False
+    ) -> None:
         if self.binary is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -50,6 +52,7 @@ class Recorder:
                 self.binary, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
                 "--rate", str(self.rate), "--format", "raw", "--output", str(output),
                 "--threads", "--gil",
+                *(["--subprocesses"] if subprocesses else []),
             ]  # fmt: skip
             process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cpu import process_cpu
+from .cpu import tree_cpu
 
 IDLE_SECONDS = 1.0
 REBUILD_SCHEMA = "bench_rebuild"
@@ -110,7 +110,7 @@ def run_rebuild(
                     process.terminate()
                     process.wait(timeout=30)
                     break
-                cpu = process_cpu(process.pid) or cpu
+                cpu = tree_cpu(process.pid) or cpu
                 applied = counter()
                 now = time.monotonic()
                 if applied:

@@ -493,7 +493,7 @@ class Run:
         def profile_rebuild(pid: int) -> None:
             # from the first applied batch on: process start and group join are not the rebuild
             if args.profile:
-                self.recorder.start("rebuild", {"rebuild": pid}, 20)
+                self.recorder.start("rebuild", {"rebuild": pid}, 20, subprocesses=True)
 
         self.rebuild = run_rebuild(
             env,
@@ -892,9 +892,8 @@ def closing_notes(figures: list[Figure], run: Run) -> list[str]:
             cpu_share = r.get("cpu_seconds", 0) / max(1e-9, r.get("wall_seconds", 1))
             text = (
                 f"{f.label} = {report.fmt(f.value, f.unit)} misses {f.target_op} "
-                f"{report.fmt(f.target, f.unit)}: the rebuild process used {100 * cpu_share:.0f}% of a "
-                "core over its run (one process applies the events one by one"
-                + ("; CPU-bound)" if cpu_share > 0.75 else "; it also waits on the database)")
+                f"{report.fmt(f.target, f.unit)}: the rebuild command and its processes used "
+                f"{cpu_share:.2f} cores over its run, of {CORES}"
             )
             notes.append(text + _profile_text(run, "rebuild.rebuild"))
             continue

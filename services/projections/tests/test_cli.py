@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +24,7 @@ from projections.config import ProjectionsSettings
 from projections.queries import get_resource
 from projections.readmodels import make_read_engine
 
-from .builders import allergy_recorded, patient_registered
+from .builders import allergy_recorded, allergy_refuted, demographics_updated, patient_registered
 from .test_runner_with_broker import produce
 
 
@@ -113,3 +116,97 @@ def test_rebuild_replays_the_topic_and_prints_the_count(tmp_path: Path, own_brok
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "chart: rebuilt from 3 events"
+
+
+def chart_digest(var_dir: Path) -> dict[str, tuple[int, str]]:
+    """Rows and digest of every table of the chart but the runner's state (generation)."""
+    db = sqlite3.connect(f"file:{var_dir / 'projections' / 'chart.sqlite3'}?mode=ro", uri=True)
+    try:
+        tables = [
+            name
+            for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' AND name != 'projection_state'"
+            )
+        ]
+        digests = {}
+        for table in tables:
+            rows = sorted(repr(row) for row in db.execute(f'SELECT * FROM "{table}"'))
+            digests[table] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
+        return digests
+    finally:
+        db.close()
+
+
+def run_rebuild(tmp_path: Path, broker: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "projections", "rebuild", "chart", "--idle-seconds", "1", *args],
+        env=environment(tmp_path, EHR_KAFKA_BOOTSTRAP=broker),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_a_rebuild_in_several_processes_builds_the_chart_one_process_builds(
+    tmp_path: Path, own_broker: str
+) -> None:
+    events = []
+    for i in range(120):
+        patient = f"p-{i:03d}"
+        events.append(patient_registered(patient, mrn=f"MRN-{i:04d}", family=f"Family{i % 7}"))
+        if i % 3 == 0:
+            events.append(demographics_updated(patient, version=2, mrn=f"MRN-{i:04d}"))
+        if i % 2 == 0:
+            events.append(allergy_recorded(f"a-{i:03d}", patient))
+            if i % 5 == 0:
+                events.append(allergy_refuted(f"a-{i:03d}", patient))
+    events.append(events[7])  # delivered twice
+    distinct = len({envelope.id for envelope, _ in events})
+    asyncio.run(ensure_topics(own_broker, ["ehr.records.events"]))
+    asyncio.run(produce(own_broker, "ehr.records.events", events))
+
+    assert run_rebuild(tmp_path, own_broker, "--workers", "1") == (
+        f"chart: rebuilt from {distinct} events"
+    )
+    one_process = chart_digest(tmp_path / "var")
+    log_file = tmp_path / "var" / "log" / "rebuild-chart.log"
+    assert not log_file.exists()  # one process: no rebuild workers
+
+    # the topic has 3 partitions: the fourth process gets none, and must still finish
+    assert run_rebuild(tmp_path, own_broker, "--workers", "4") == (
+        f"chart: rebuilt from {distinct} events"
+    )
+    assert chart_digest(tmp_path / "var") == one_process
+    assert one_process["chart_resources"][0] == 120 + 60
+    applied = [
+        int(n)
+        for n in re.findall(r"rebuild process \d+ applied (\d+) events", log_file.read_text())
+    ]
+    assert len(applied) == 4
+    assert sum(1 for n in applied if n > 0) >= 2  # the partitions were shared out
+    assert sum(applied) >= distinct
+
+
+def test_rebuild_refuses_fewer_than_one_process(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "projections", "rebuild", "chart", "--workers", "0"],
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--workers must be at least 1" in done.stderr
+
+
+def test_the_default_is_one_rebuild_process_per_partition_at_most_two_per_core() -> None:
+    from projections.__main__ import default_workers
+
+    cores = os.cpu_count() or 1
+    assert default_workers(0) == 1
+    assert default_workers(1) == 1
+    assert default_workers(3) == min(3, 2 * cores)
+    assert default_workers(10_000) == 2 * cores

@@ -10,7 +10,10 @@ point only.
 
 A rebuild drops the read model, bumps its *generation* (the consumer group name
 carries it, so the new group reads from the start) and replays. A running
-projector notices the new generation and rejoins under it.
+projector notices the new generation and rejoins under it. A rebuild may replay
+in several processes at once: they join the new generation's group, which splits
+the topics' partitions between them (each patient's events stay in one partition,
+so in one process, in order).
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ import asyncio
 import contextlib
 import gc
 import logging
+import multiprocessing
+import os
 import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from sqlalchemy import (
     BigInteger,
@@ -299,7 +304,9 @@ class ProjectionRunner:
         return None
 
     # -- consuming -------------------------------------------------------------
-    def _consumer(self, generation: int, batch_size: int) -> AIOKafkaConsumer:
+    def _consumer(
+        self, generation: int, batch_size: int, listener: ConsumerRebalanceListener | None = None
+    ) -> AIOKafkaConsumer:
         # subscribe by pattern: topics that do not exist yet are picked up when a
         # relay creates them, and the consumer never creates one itself
         consumer = AIOKafkaConsumer(
@@ -317,7 +324,7 @@ class ProjectionRunner:
             fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         pattern = "^(" + "|".join(re.escape(t) for t in self.projection.topics) + ")$"
-        consumer.subscribe(pattern=pattern)
+        consumer.subscribe(pattern=pattern, listener=listener)
         return consumer
 
     async def _consume(
@@ -336,11 +343,14 @@ class ProjectionRunner:
         """
         batch_size = batch_size or self.batch_size
         generation = await asyncio.to_thread(self.generation)
-        consumer = self._consumer(generation, batch_size)
+        group = _GroupMembership()
+        consumer = self._consumer(generation, batch_size, group)
         await consumer.start()
         total = 0
-        # the idle clock starts once partitions are assigned: a group join can take
-        # seconds, and an empty poll before it says nothing about the topics
+        # the idle clock starts once the group has assigned this consumer its
+        # partitions (none, if other consumers of the group hold them all), and
+        # again after every rebalance: a join can take seconds, and an empty poll
+        # meanwhile says nothing about the topics
         last_activity: float | None = None
         applying: asyncio.Future[int | None] | None = None
         applying_offsets: dict[TopicPartition, int] = {}
@@ -376,12 +386,15 @@ class ProjectionRunner:
                     total += applied
                     if progress is not None:
                         progress.update(size)
+                if group.rebalanced:
+                    group.rebalanced = False
+                    last_activity = None
                 if records or done is not None:
                     continue
                 if await asyncio.to_thread(self.generation) != generation:
                     log.info("%s: new generation, rejoining", self.projection.name)
                     return total
-                if last_activity is None and consumer.assignment():
+                if last_activity is None and group.assigned:
                     last_activity = time.monotonic()
                 if (
                     idle_exit_seconds is not None
@@ -412,11 +425,37 @@ class ProjectionRunner:
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def rebuild(self, *, idle_seconds: float = 3.0, show_progress: bool = True) -> int:
+    async def replay(self, *, idle_seconds: float = 3.0, progress: Any = None) -> int:
+        """Consume the current generation's group until its partitions fall idle.
+
+        What one rebuild process does, in large batches and without lingering (a
+        replay reads as fast as it can apply). Returns the events it applied.
+        """
+        return await self._consume(
+            asyncio.Event(),
+            idle_exit_seconds=idle_seconds,
+            progress=progress,
+            batch_size=max(self.batch_size, self.rebuild_batch_size),
+            linger=0.0,
+        )
+
+    async def rebuild(
+        self,
+        *,
+        idle_seconds: float = 3.0,
+        show_progress: bool = True,
+        workers: int = 1,
+        factory: Callable[[], ProjectionRunner] | None = None,
+    ) -> int:
         """Drop the read model and replay every topic from the start.
 
-        Returns how many distinct events the rebuilt read model holds.
+        With ``workers`` above 1 the replay runs in that many processes, each
+        building its runner with ``factory`` (picklable: it is sent to spawned
+        processes); the group splits the partitions between them. Returns how many
+        distinct events the rebuilt read model holds.
         """
+        if workers > 1 and factory is None:
+            raise ValueError("a rebuild in several processes needs a runner factory")
         await asyncio.to_thread(self.reset)
         progress = None
         if show_progress:
@@ -424,17 +463,101 @@ class ProjectionRunner:
 
             progress = tqdm(desc=f"rebuild {self.projection.name}", unit="ev")
         try:
-            await self._consume(
-                asyncio.Event(),
-                idle_exit_seconds=idle_seconds,
-                progress=progress,
-                batch_size=max(self.batch_size, self.rebuild_batch_size),
-                linger=0.0,  # a replay reads as fast as it can apply
-            )
+            if workers > 1 and factory is not None:
+                await self._replay_in_processes(factory, workers, idle_seconds, progress)
+            else:
+                await self.replay(idle_seconds=idle_seconds, progress=progress)
         finally:
             if progress is not None:
                 progress.close()
         return await asyncio.to_thread(self.applied_count)
+
+    def _applied_counter(self) -> int:
+        """The running count of applied events (cheap, unlike :meth:`applied_count`)."""
+        with self.engine.connect() as conn:
+            state = self._state(conn)
+        return state[1] if state else 0
+
+    async def _replay_in_processes(
+        self,
+        factory: Callable[[], ProjectionRunner],
+        workers: int,
+        idle_seconds: float,
+        progress: Any,
+    ) -> None:
+        """Run ``workers`` replay processes to their end; any failure stops them all."""
+        context = multiprocessing.get_context("spawn")
+        processes = [
+            context.Process(
+                target=replay_worker,
+                args=(factory, idle_seconds),
+                name=f"rebuild-{self.projection.name}-{i + 1}",
+            )
+            for i in range(workers)
+        ]
+        shown = 0
+        try:
+            for process in processes:
+                process.start()
+            while any(p.is_alive() for p in processes):
+                failed = [p for p in processes if p.exitcode not in (None, 0)]
+                if failed:
+                    break
+                await asyncio.sleep(0.5)
+                if progress is not None:
+                    applied = await asyncio.to_thread(self._applied_counter)
+                    progress.update(applied - shown)
+                    shown = applied
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+                process.join()
+        failed = [p for p in processes if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(
+                f"rebuild of {self.projection.name}: process {failed[0].name} "
+                f"exited with {failed[0].exitcode}"
+            )
+
+
+def replay_worker(factory: Callable[[], ProjectionRunner], idle_seconds: float) -> None:
+    """The body of one rebuild process (see :meth:`ProjectionRunner.rebuild`)."""
+    from .process import event_loop_factory
+
+    runner = factory()
+    with asyncio.Runner(loop_factory=event_loop_factory()) as loop:
+        applied = loop.run(runner.replay(idle_seconds=idle_seconds))
+    log.info(
+        "%s: rebuild process %d applied %d events", runner.projection.name, os.getpid(), applied
+    )
+
+
+async def partition_count(bootstrap: str, topics: Sequence[str]) -> int:
+    """How many partitions the topics have together (0 for topics not created yet)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        return sum(len(consumer.partitions_for_topic(t) or ()) for t in topics if t in existing)
+    finally:
+        await consumer.stop()
+
+
+class _GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Whether the group has assigned this consumer its share yet, and rebalances."""
+
+    def __init__(self) -> None:
+        self.assigned = False
+        self.rebalanced = False
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.assigned = False
+        self.rebalanced = True
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assigned = True
+        self.rebalanced = True
 
 
 class _CollectorPause:

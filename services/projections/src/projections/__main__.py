@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
+import os
 
 from ehr_events.config import load_settings
 from ehr_events.logs import configure_logging
 from ehr_events.process import collect_less_often, event_loop_factory, run_worker, serve_http
+from ehr_events.projection import partition_count
 
 from .config import ProjectionsSettings
-from .readmodels import NAMES, make_runner
+from .readmodels import NAMES, make_runner, rebuild_runner
 
 log = logging.getLogger("projections")
 
@@ -32,12 +35,32 @@ def run(settings: ProjectionsSettings, name: str) -> None:
     run_worker(runner.run)
 
 
-def rebuild(settings: ProjectionsSettings, name: str, idle_seconds: float) -> int:
+def default_workers(partitions: int) -> int:
+    """One rebuild process per partition, at most two per core, at least one."""
+    return max(1, min(partitions, 2 * (os.cpu_count() or 1)))
+
+
+def rebuild(
+    settings: ProjectionsSettings, name: str, idle_seconds: float, workers: int | None = None
+) -> int:
     configure_logging(f"projector-{name}", settings.log_dir)
     runner = make_runner(settings, name)
     collect_less_often()
     with asyncio.Runner(loop_factory=event_loop_factory()) as loop:
-        count = loop.run(runner.rebuild(idle_seconds=idle_seconds))
+        if workers is None:
+            partitions = loop.run(partition_count(runner.bootstrap, runner.projection.topics))
+            workers = default_workers(partitions)
+        log.info("rebuilding %s in %d process(es)", name, workers)
+        try:
+            count = loop.run(
+                runner.rebuild(
+                    idle_seconds=idle_seconds,
+                    workers=workers,
+                    factory=functools.partial(rebuild_runner, settings, name),
+                )
+            )
+        except RuntimeError as exc:  # a rebuild process failed: its log says why
+            raise SystemExit(f"{exc} (see {settings.log_dir / f'rebuild-{name}.log'})") from None
     print(f"{name}: rebuilt from {count} events")
     return count
 
@@ -55,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     rebuild_parser.add_argument(
         "--idle-seconds", type=float, default=3.0, help="stop after this long without events"
     )
+    rebuild_parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes replaying in parallel (default: one per partition, at most two per core)",
+    )
     args = parser.parse_args(argv)
 
     settings = load_settings(ProjectionsSettings, "projections")
@@ -63,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "run":
         run(settings, args.name)
     else:
-        rebuild(settings, args.name, args.idle_seconds)
+        if args.workers is not None and args.workers < 1:
+            parser.error("--workers must be at least 1")
+        rebuild(settings, args.name, args.idle_seconds, args.workers)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,17 @@ def make_runner(
     raise AssertionError("unreachable")
 
 
+def rebuild_runner(settings: ProjectionsSettings, name: str) -> ProjectionRunner:
+    """The runner of one rebuild process (spawned by ``python -m projections rebuild``)."""
+    from ehr_events.logs import configure_logging
+    from ehr_events.process import collect_less_often
+
+    configure_logging(f"rebuild-{name}", settings.log_dir)
+    runner = make_runner(settings, name)
+    collect_less_often()
+    return runner
+
+
 async def read(
     query: Callable[Concatenate[Engine, P], T], engine: Engine, *args: P.args, **kwargs: P.kwargs
 ) -> T:
