@@ -288,8 +288,10 @@ class ProjectionRunner:
                 fresh.append(item)
         if not fresh:
             return 0
+        # built before the projection writes: on SQLite its first write takes the lock
+        processed = [(name, i) for i in sorted(e.id for e, _ in fresh)]
         self.projection.apply_batch(conn, fresh)
-        _insert_processed.execute(conn, [(name, i) for i in sorted(e.id for e, _ in fresh)])
+        _insert_processed.execute(conn, processed)
         conn.execute(_count_applied, {"p_name": name, "n": len(fresh)})
         return len(fresh)
 

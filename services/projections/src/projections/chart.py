@@ -269,6 +269,12 @@ class ChartBatch:
         self.search[patient_id] = (birth_date, mrn, resource)
 
     def write(self, conn: Connection) -> None:
+        """Write the batch's changes: every row is built first, then written.
+
+        On SQLite the first write takes the database's write lock, held to the
+        commit: building rows meanwhile would keep other writers (the processes of
+        a rebuild) waiting on Python work.
+        """
         # rows in key order: each index page is visited once, not once per row
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
@@ -278,13 +284,7 @@ class ChartBatch:
                 updates.append((stored.version, stored.last_updated, stored.patient_id, body, *key))
             else:
                 inserts.append((*key, stored.version, stored.last_updated, stored.patient_id, body))
-        _insert_resource.execute(conn, inserts)
-        _update_resource.execute(conn, updates)
-        if not self.search:
-            return
         stale = [(p,) for p in sorted(self.search) if p in self.indexed]
-        for delete in _delete_patient_rows:
-            delete.execute(conn, stale)
         patients: list[tuple[Any, ...]] = []
         names: list[tuple[Any, ...]] = []
         identifiers: list[tuple[Any, ...]] = []
@@ -292,6 +292,10 @@ class ChartBatch:
             patients.append((patient_id, birth_date, mrn))
             names.extend(_name_rows(patient_id, resource))
             identifiers.extend(_identifier_rows(patient_id, resource))
+        _insert_resource.execute(conn, inserts)
+        _update_resource.execute(conn, updates)
+        for delete in _delete_patient_rows:
+            delete.execute(conn, stale)
         _insert_patient.execute(conn, patients)
         _insert_name.execute(conn, names)
         _insert_identifier.execute(conn, identifiers)
