@@ -88,6 +88,15 @@ _count_applied = (
 )
 
 
+#: Longest an offset commit may take before the consumer is given up and started
+#: again (a commit normally takes milliseconds; see :func:`_commit`).
+COMMIT_TIMEOUT_SECONDS = 15.0
+
+
+class ConsumerStalled(RuntimeError):
+    """The consumer stopped making progress with the broker; it is started again."""
+
+
 #: How long the broker may hold a fetch that has nothing to send (aiokafka's default
 #: is 500 ms, which a broker that does not answer as soon as data arrives adds to lag).
 FETCH_MAX_WAIT_MS = 50
@@ -602,7 +611,11 @@ def _next_offsets(batches: dict[TopicPartition, list[ConsumerRecord]]) -> dict[T
     return {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
 
 
-async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+async def _commit(
+    consumer: AIOKafkaConsumer,
+    offsets: dict[TopicPartition, int],
+    timeout: float = COMMIT_TIMEOUT_SECONDS,
+) -> None:
     """Commit the offsets of partitions still assigned to this consumer.
 
     Offsets are a resume point only. When the group has rebalanced meanwhile (a
@@ -610,15 +623,22 @@ async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
     refused; the consumer rejoins by itself and whoever gets the partitions
     resumes from the last commit, skipping by id the events applied since. So
     a refused commit is no reason to drop the consumer.
+
+    A commit that does not end within ``timeout`` raises :class:`ConsumerStalled`:
+    the client retries a commit for as long as the broker's answers look
+    temporary, and after a broker restart a projector was seen waiting on one
+    for minutes, applying nothing. Its runner starts a new consumer instead.
     """
     assigned = consumer.assignment()
     offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
     if not offsets:
         return
     try:
-        await consumer.commit(offsets)
+        await asyncio.wait_for(consumer.commit(offsets), timeout)
     except (CommitFailedError, IllegalStateError) as exc:
         log.info("offsets not committed (%s): the group rebalanced", type(exc).__name__)
+    except TimeoutError:
+        raise ConsumerStalled(f"an offset commit took more than {timeout:g}s") from None
 
 
 async def _stop(consumer: AIOKafkaConsumer, name: str, timeout: float = 10.0) -> None:
