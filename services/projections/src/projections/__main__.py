@@ -10,11 +10,11 @@ import os
 
 from ehr_events.config import load_settings
 from ehr_events.logs import configure_logging
-from ehr_events.process import collect_less_often, event_loop_factory, run_worker, serve_http
+from ehr_events.process import event_loop_factory, run_worker, serve_http
 from ehr_events.projection import partition_count
 
 from .config import ProjectionsSettings
-from .readmodels import NAMES, make_runner, rebuild_runner
+from .readmodels import NAMES, process_runner
 
 log = logging.getLogger("projections")
 
@@ -28,9 +28,7 @@ def serve(settings: ProjectionsSettings, host: str, port: int) -> None:
 
 
 def run(settings: ProjectionsSettings, name: str) -> None:
-    configure_logging(f"projector-{name}", settings.log_dir)
-    runner = make_runner(settings, name)
-    collect_less_often()
+    runner = process_runner(settings, name, f"projector-{name}")
     log.info("projector %s follows %s", name, ", ".join(runner.projection.topics))
     run_worker(runner.run)
 
@@ -43,9 +41,7 @@ def default_workers(partitions: int) -> int:
 def rebuild(
     settings: ProjectionsSettings, name: str, idle_seconds: float, workers: int | None = None
 ) -> int:
-    configure_logging(f"projector-{name}", settings.log_dir)
-    runner = make_runner(settings, name)
-    collect_less_often()
+    runner = process_runner(settings, name, f"projector-{name}")
     with asyncio.Runner(loop_factory=event_loop_factory()) as loop:
         if workers is None:
             partitions = loop.run(partition_count(runner.bootstrap, runner.projection.topics))
@@ -56,7 +52,7 @@ def rebuild(
                 runner.rebuild(
                     idle_seconds=idle_seconds,
                     workers=workers,
-                    factory=functools.partial(rebuild_runner, settings, name),
+                    factory=functools.partial(process_runner, settings, name, f"rebuild-{name}"),
                 )
             )
         except RuntimeError as exc:  # a rebuild process failed: its log says why

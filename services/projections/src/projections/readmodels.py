@@ -87,12 +87,16 @@ def make_runner(
     raise AssertionError("unreachable")
 
 
-def rebuild_runner(settings: ProjectionsSettings, name: str) -> ProjectionRunner:
-    """The runner of one rebuild process (spawned by ``python -m projections rebuild``)."""
+def process_runner(settings: ProjectionsSettings, name: str, process: str) -> ProjectionRunner:
+    """The runner of a long-lived process named ``process``: its log file set up,
+    the garbage collector tuned once the runner is built.
+
+    Picklable with :func:`functools.partial`: rebuild processes are spawned with it.
+    """
     from ehr_events.logs import configure_logging
     from ehr_events.process import collect_less_often
 
-    configure_logging(f"rebuild-{name}", settings.log_dir)
+    configure_logging(process, settings.log_dir)
     runner = make_runner(settings, name)
     collect_less_often()
     return runner
