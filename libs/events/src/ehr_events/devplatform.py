@@ -18,14 +18,15 @@ import httpx
 
 from ehr_events.devinfra import broker_command, free_port, wait_for_port
 
-#: The processes off the request path: the broker, the outbox relays and the
-#: projectors. On one machine they run at a lower CPU priority (``nice``) than the
-#: HTTP services, as the Procfile starts them: when the cores are busy a request
-#: is served first and the event pipeline catches up after it, in larger batches
-#: (its lag has a budget of hundreds of milliseconds, a request's of tens).
+#: Our processes off the request path: the outbox relays and the projectors. On
+#: one machine they run at a lower CPU priority (``nice``) than the HTTP services,
+#: as the Procfile starts them: when the cores are busy a request is served first
+#: and the event pipeline catches up after it, in larger batches (its lag has a
+#: budget of hundreds of milliseconds, a request's of tens). The broker keeps the
+#: normal priority: it is shared infrastructure, and a consumer at normal priority
+#: (a rebuild) would otherwise starve it.
 BACKGROUND = frozenset(
     {
-        "broker",
         "identity-relay",
         "records-relay",
         "chart-projector",
