@@ -4,7 +4,7 @@
 set -euo pipefail
 ROLE="${EHR_PG_ROLE:-ehr}"
 PASSWORD="${EHR_PG_PASSWORD:-ehr-test-password}"
-DATABASES="${EHR_PG_DATABASES:-ehr_test}"
+DATABASES="${EHR_PG_DATABASES:-ehr_test ehr_faults}"
 
 if ! command -v pg_lsclusters >/dev/null; then
   echo "PostgreSQL is not installed (pg_lsclusters not found)" >&2

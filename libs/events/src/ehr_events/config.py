@@ -90,7 +90,9 @@ def eventsourcing_env(settings: ServiceSettings, service: str) -> dict[str, str]
         create_schema(settings.database_url, schema_for(settings, service) or service)
         env.update(
             {
-                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                # eventsourcing's PostgreSQL store, failing fast while the database is
+                # away (see ehr_events.pgstore)
+                "PERSISTENCE_MODULE": "ehr_events.pgstore:Factory",
                 "POSTGRES_DBNAME": parts.path.lstrip("/"),
                 "POSTGRES_HOST": parts.hostname or "127.0.0.1",
                 "POSTGRES_PORT": str(parts.port or 5432),
@@ -99,7 +101,9 @@ def eventsourcing_env(settings: ServiceSettings, service: str) -> dict[str, str]
                 "POSTGRES_SCHEMA": schema_for(settings, service) or service,
                 "POSTGRES_POOL_SIZE": "5",
                 "POSTGRES_MAX_OVERFLOW": "10",
-                "POSTGRES_CONNECT_TIMEOUT": "5",
+                # also the longest wait for a pooled connection: a request that finds
+                # the database away fails after this long (two waits for an update)
+                "POSTGRES_CONNECT_TIMEOUT": "3",
                 "POSTGRES_LOCK_TIMEOUT": "5",
                 "POSTGRES_PRE_PING": "y",
             }

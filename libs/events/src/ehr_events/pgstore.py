@@ -1,0 +1,56 @@
+"""The event stores on PostgreSQL: eventsourcing's recorder, failing fast while the database is away.
+
+eventsourcing's PostgreSQL recorder retries each call up to ten times, and each
+try first waits for a pooled connection for as long as the connect time-out. With
+the database refusing connections (a restart, a fail-over), one write then held
+its request for about a minute: the gateway gave up first and answered 504, and
+the write could still have happened after that answer. And psycopg's pool,
+reconnecting with a delay that doubles for up to five minutes, went on refusing
+requests for as long again after the database was back.
+
+Here each call tries once: the request fails within the connect time-out and the
+service answers 503 with ``Retry-After``; the client retries, as it would after
+any 503. A commit whose answer was lost is not blindly repeated either (that
+repeat would be told "conflict" for a write that did happen). The pool gives up a
+reconnection after :data:`RECONNECT_SECONDS` and starts a fresh one at the next
+request, so service resumes within seconds of the database's return.
+
+Selected with ``PERSISTENCE_MODULE=ehr_events.pgstore:Factory``
+(:func:`ehr_events.config.eventsourcing_env` does so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from eventsourcing.persistence import Environment
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+
+#: How long the pool keeps retrying one lost connection before it gives up on it
+#: (the next request then starts a new attempt at once).
+RECONNECT_SECONDS = 5.0
+
+
+def _tried_once(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The recorder method without the library's retry loop around it."""
+    return getattr(method, "__wrapped__", method)
+
+
+class ApplicationRecorder(PostgresApplicationRecorder):
+    """eventsourcing's PostgreSQL application recorder, each call tried once."""
+
+    insert_events = _tried_once(PostgresApplicationRecorder.insert_events)
+    select_events = _tried_once(PostgresApplicationRecorder.select_events)
+    select_notifications = _tried_once(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _tried_once(PostgresApplicationRecorder.max_notification_id)
+
+
+class Factory(PostgresFactory):
+    """eventsourcing's PostgreSQL infrastructure with :class:`ApplicationRecorder`."""
+
+    application_recorder_class = ApplicationRecorder
+
+    def __init__(self, env: Environment | dict[str, str] | None) -> None:
+        super().__init__(env)
+        self.datastore.pool.reconnect_timeout = RECONNECT_SECONDS

@@ -1,0 +1,207 @@
+"""The whole platform on PostgreSQL, the production backend, while its database refuses connections.
+
+The platform runs on a database of its own (``ehr_faults``, prepared by ``make
+test``). The outage is what a failed-over or restarting server looks like to a
+client: every open connection is dropped and new ones are refused. Meanwhile
+every request, writes and reads (on PostgreSQL the chart lives in the same
+database), gets 503 with a problem body within a bounded time: no hang, no 500.
+When the database accepts connections again, the very next write succeeds
+without restarting anything, the relays and projectors carry it to the chart,
+and none of the refused writes happened.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from ehr_events.devplatform import Platform
+
+from . import builders
+from .fhirclient import FHIR_JSON, given_name, login, search_patients, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+DATABASE = "ehr_faults"
+SCHEMAS = ("identity", "records", "gateway", "projections")
+#: The most a request may take while the database is away.
+BOUNDED_SECONDS = 15
+
+
+def _database_url(test_url: str, name: str) -> str:
+    base, _, _ = test_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="module")
+def pg_platform(
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Platform, str]]:
+    """Every process on a fresh copy of the drill's database (its schemas dropped first)."""
+    url = _database_url(postgres_url, DATABASE)
+    try:
+        conn = psycopg.connect(url, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError:
+        pytest.fail(f"database {DATABASE} is missing: run the tests with `make test`")
+    with conn:
+        for schema in SCHEMAS:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    running = Platform(
+        var_dir=Path(tmp_path_factory.mktemp("pg-outage")) / "var",
+        extra_env={"EHR_DATABASE_URL": url},
+    )
+    try:
+        running.start()
+        yield running, postgres_url
+    finally:
+        running.kill()
+
+
+@contextmanager
+def database_refusing_connections(admin_url: str) -> Iterator[None]:
+    """Drop every connection to the drill's database and refuse new ones, until the end."""
+    with psycopg.connect(admin_url, connect_timeout=5, autocommit=True) as admin:
+        name = sql.Identifier(DATABASE)
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(name))
+        try:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (DATABASE,),
+            ).fetchone()
+            assert dropped is not None and dropped[0] > 0, "the platform held no connection"
+            yield
+        finally:
+            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(name))
+
+
+def stored_versions(database_url: str, aggregate_id: str) -> list[int]:
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT originator_version FROM records.records_events WHERE originator_id = %s "
+            "ORDER BY originator_version",
+            (uuid.UUID(aggregate_id),),
+        ).fetchall()
+    return [int(version) for (version,) in rows]
+
+
+def _timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response | Exception, float]:
+    start = time.monotonic()
+    try:
+        return call(), time.monotonic() - start
+    except httpx.HTTPError as exc:  # a hang ends as a client time-out
+        return exc, time.monotonic() - start
+
+
+def create(client: httpx.Client, headers: dict[str, str], body: dict[str, Any]) -> dict:
+    response = client.post(
+        "/fhir/Patient", json=body, headers={**headers, "Content-Type": FHIR_JSON}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platform_recovers(
+    pg_platform: tuple[Platform, str],
+) -> None:
+    platform, admin_url = pg_platform
+    url = _database_url(admin_url, DATABASE)
+    physician = {"Authorization": f"Bearer {login(platform)}"}
+    json_headers = {**physician, "Content-Type": FHIR_JSON}
+    family = builders.family_name("Pgaway")
+    client = httpx.Client(base_url=platform.gateway_url, timeout=30)
+    existing = create(client, physician, builders.patient(family, "Before"))
+    wait_until(
+        lambda: search_patients(client, physician, family),
+        lambda found: len(found) == 1,
+        timeout=30,
+        what="the first patient in the chart",
+    )
+
+    records_url = f"http://127.0.0.1:{platform.ports['records']}"
+    timeout = httpx.Timeout(BOUNDED_SECONDS + 15)
+    direct = builders.mrn(family, 1)
+    calls = {
+        "create at the records API": lambda: httpx.post(
+            f"{records_url}/patients",
+            json={
+                "mrn": direct,
+                "identifiers": [{"system": "urn:ehr:mrn", "value": direct}],
+                "name": [{"family": family, "given": ["Direct"]}],
+                "birth_date": "1980-01-01",
+                "sex": "female",
+            },
+            headers=physician,
+            timeout=timeout,
+        ),
+        "create through the gateway": lambda: httpx.post(
+            f"{platform.gateway_url}/fhir/Patient",
+            json=builders.patient(family, "Refused"),
+            headers=json_headers,
+            timeout=timeout,
+        ),
+        "update through the gateway": lambda: httpx.put(
+            f"{platform.gateway_url}/fhir/Patient/{existing['id']}",
+            json=builders.update_of(existing, gender="other"),
+            headers={**json_headers, "If-Match": 'W/"1"'},
+            timeout=timeout,
+        ),
+        "read through the gateway": lambda: httpx.get(
+            f"{platform.gateway_url}/fhir/Patient/{existing['id']}",
+            headers=physician,
+            timeout=timeout,
+        ),
+        "search through the gateway": lambda: httpx.post(
+            f"{platform.gateway_url}/fhir/Patient/_search",
+            data={"family": family},
+            headers=physician,
+            timeout=timeout,
+        ),
+    }
+
+    with database_refusing_connections(admin_url):
+        answers = {name: _timed(call) for name, call in calls.items()}
+
+    print({name: (getattr(r, "status_code", r), round(s, 1)) for name, (r, s) in answers.items()})
+    for name, (response, seconds) in answers.items():
+        assert isinstance(response, httpx.Response), (name, response, seconds)
+        assert seconds < BOUNDED_SECONDS, (name, seconds)
+        assert response.status_code == 503, (name, response.status_code, response.text)
+        assert "retry-after" in response.headers, name
+        assert "Traceback" not in response.text, name
+        assert family not in response.text and direct not in response.text, name
+        if "gateway" in name:
+            assert response.headers["content-type"].startswith(FHIR_JSON), name
+            outcome = response.json()
+            assert outcome["resourceType"] == "OperationOutcome", name
+            assert outcome["issue"][0]["code"] == "transient", name
+        else:
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert response.json()["status"] == 503
+
+    # the database is back: the very next write succeeds, no process restarted
+    recovered = create(client, physician, builders.patient(family, "After"))
+    assert recovered["meta"]["versionId"] == "1"
+    found = wait_until(
+        lambda: search_patients(client, physician, family),
+        lambda resources: "After" in {given_name(r) for r in resources},
+        timeout=60,
+        what="the write after the outage in the chart",
+    )
+    # none of the refused writes happened
+    assert sorted(given_name(r) for r in found) == ["After", "Before"]
+    assert stored_versions(url, existing["id"]) == [1]
+    read = client.get(f"/fhir/Patient/{existing['id']}", headers=physician)
+    assert read.status_code == 200 and read.json()["gender"] == existing["gender"]
+    crashed = {n: p.returncode for n, p in platform.processes.items() if p.poll() is not None}
+    assert not crashed, f"exited during the outage: {crashed}"
+    client.close()
