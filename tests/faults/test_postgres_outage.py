@@ -188,7 +188,9 @@ def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platfo
             assert response.headers["content-type"].startswith("application/problem+json")
             assert response.json()["status"] == 503
 
-    # the database is back: the very next write succeeds, no process restarted
+    # the database is back: identity, which had no request meanwhile (its pooled
+    # connections all dead), signs in at once, and the very next write succeeds
+    assert login(platform)
     recovered = create(client, physician, builders.patient(family, "After"))
     assert recovered["meta"]["versionId"] == "1"
     found = wait_until(
@@ -204,4 +206,61 @@ def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platfo
     assert read.status_code == 200 and read.json()["gender"] == existing["gender"]
     crashed = {n: p.returncode for n, p in platform.processes.items() if p.poll() is not None}
     assert not crashed, f"exited during the outage: {crashed}"
+    client.close()
+
+
+def test_with_the_event_table_locked_by_another_session_requests_get_503_in_bounded_time(
+    pg_platform: tuple[Platform, str],
+) -> None:
+    platform, admin_url = pg_platform
+    url = _database_url(admin_url, DATABASE)
+    physician = {"Authorization": f"Bearer {login(platform)}"}
+    json_headers = {**physician, "Content-Type": FHIR_JSON}
+    family = builders.family_name("Pglock")
+    client = httpx.Client(base_url=platform.gateway_url, timeout=30)
+    existing = create(client, physician, builders.patient(family, "Before"))
+    records_url = f"http://127.0.0.1:{platform.ports['records']}"
+    timeout = httpx.Timeout(BOUNDED_SECONDS + 15)
+    calls = {
+        "read at the records API": lambda: httpx.get(
+            f"{records_url}/patients/{existing['id']}", headers=physician, timeout=timeout
+        ),
+        "create through the gateway": lambda: httpx.post(
+            f"{platform.gateway_url}/fhir/Patient",
+            json=builders.patient(family, "Refused"),
+            headers=json_headers,
+            timeout=timeout,
+        ),
+        "update through the gateway": lambda: httpx.put(
+            f"{platform.gateway_url}/fhir/Patient/{existing['id']}",
+            json=builders.update_of(existing, gender="other"),
+            headers={**json_headers, "If-Match": 'W/"1"'},
+            timeout=timeout,
+        ),
+    }
+
+    # what a migration's ALTER TABLE or a VACUUM FULL holds: no read, no write gets by
+    with psycopg.connect(url, connect_timeout=5) as locker:
+        locker.execute("LOCK TABLE records.records_events IN ACCESS EXCLUSIVE MODE")
+        answers = {name: _timed(call) for name, call in calls.items()}
+        locker.rollback()
+
+    print({name: (getattr(r, "status_code", r), round(s, 1)) for name, (r, s) in answers.items()})
+    for name, (response, seconds) in answers.items():
+        assert isinstance(response, httpx.Response), (name, response, seconds)
+        assert seconds < BOUNDED_SECONDS, (name, seconds)
+        assert response.status_code == 503, (name, response.status_code, response.text)
+        assert "retry-after" in response.headers, name
+
+    # the lock is gone: writes succeed at once, and none of the refused ones happened
+    recovered = create(client, physician, builders.patient(family, "After"))
+    assert recovered["meta"]["versionId"] == "1"
+    found = wait_until(
+        lambda: search_patients(client, physician, family),
+        lambda resources: "After" in {given_name(r) for r in resources},
+        timeout=60,
+        what="the write after the lock in the chart",
+    )
+    assert sorted(given_name(r) for r in found) == ["After", "Before"]
+    assert stored_versions(url, existing["id"]) == [1]
     client.close()

@@ -104,7 +104,7 @@ def eventsourcing_env(settings: ServiceSettings, service: str) -> dict[str, str]
                 # also the longest wait for a pooled connection: a request that finds
                 # the database away fails after this long (two waits for an update)
                 "POSTGRES_CONNECT_TIMEOUT": "3",
-                "POSTGRES_LOCK_TIMEOUT": "5",
+                "POSTGRES_LOCK_TIMEOUT": "3",
                 "POSTGRES_PRE_PING": "y",
             }
         )

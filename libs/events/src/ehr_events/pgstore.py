@@ -8,12 +8,24 @@ the write could still have happened after that answer. And psycopg's pool,
 reconnecting with a delay that doubles for up to five minutes, went on refusing
 requests for as long again after the database was back.
 
+A lock held by someone else (a migration's ``ALTER TABLE``, a ``VACUUM FULL``)
+held a read of an aggregate for as long as the lock, with no bound at all: the
+library bounds only its insert's lock wait.
+
 Here each call tries once: the request fails within the connect time-out and the
 service answers 503 with ``Retry-After``; the client retries, as it would after
 any 503. A commit whose answer was lost is not blindly repeated either (that
 repeat would be told "conflict" for a write that did happen). The pool gives up a
 reconnection after :data:`RECONNECT_SECONDS` and starts a fresh one at the next
-request, so service resumes within seconds of the database's return.
+request, so service resumes within seconds of the database's return. And every
+:data:`CHECK_SECONDS` the pool's idle connections are checked (``pool.check()``)
+and the broken ones replaced: after a restart every pooled connection is dead,
+and a service that had no request meanwhile (identity, between logins) would
+otherwise find them one by one, each costing a request its wait. Every
+session waits at most :data:`LOCK_TIMEOUT_MS` for a lock and runs no statement
+longer than :data:`STATEMENT_TIMEOUT_MS` (the event store's statements are point
+reads and small inserts), so a request that loads and saves an aggregate ends
+well within the gateway's 10 s wait for a service.
 
 Selected with ``PERSISTENCE_MODULE=ehr_events.pgstore:Factory``
 (:func:`ehr_events.config.eventsourcing_env` does so).
@@ -21,6 +33,8 @@ Selected with ``PERSISTENCE_MODULE=ehr_events.pgstore:Factory``
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +44,11 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 #: How long the pool keeps retrying one lost connection before it gives up on it
 #: (the next request then starts a new attempt at once).
 RECONNECT_SECONDS = 5.0
+#: How often the pool's idle connections are checked.
+CHECK_SECONDS = 5.0
+#: Longest wait for a lock, and longest statement, of an event store's session.
+LOCK_TIMEOUT_MS = 3000
+STATEMENT_TIMEOUT_MS = 4000
 
 
 def _tried_once(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,4 +72,26 @@ class Factory(PostgresFactory):
 
     def __init__(self, env: Environment | dict[str, str] | None) -> None:
         super().__init__(env)
-        self.datastore.pool.reconnect_timeout = RECONNECT_SECONDS
+        pool = self.datastore.pool
+        pool.reconnect_timeout = RECONNECT_SECONDS
+        # libpq's session options, applied to every connection the pool opens
+        assert isinstance(pool.kwargs, dict)
+        pool.kwargs["options"] = (
+            f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        )
+        self._closing = threading.Event()
+        threading.Thread(target=self._keep_pool, name="pg-pool-check", daemon=True).start()
+
+    def _keep_pool(self) -> None:
+        pool = self.datastore.pool
+        while not self._closing.wait(CHECK_SECONDS):
+            if pool.closed:  # not opened yet (it opens on first use), or closed
+                continue
+            # broken connections are replaced in the pool's own workers; a check
+            # that fails as a whole (the pool closing meanwhile) is tried again later
+            with contextlib.suppress(Exception):
+                pool.check()
+
+    def close(self) -> None:
+        self._closing.set()
+        super().close()
