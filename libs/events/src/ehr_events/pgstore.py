@@ -17,11 +17,18 @@ service answers 503 with ``Retry-After``; the client retries, as it would after
 any 503. A commit whose answer was lost is not blindly repeated either (that
 repeat would be told "conflict" for a write that did happen). The pool gives up a
 reconnection after :data:`RECONNECT_SECONDS` and starts a fresh one at the next
-request, so service resumes within seconds of the database's return. And every
-:data:`CHECK_SECONDS` the pool's idle connections are checked (``pool.check()``)
-and the broken ones replaced: after a restart every pooled connection is dead,
-and a service that had no request meanwhile (identity, between logins) would
-otherwise find them one by one, each costing a request its wait. Every
+request, so service resumes within seconds of the database's return.
+
+After a restart every pooled connection is dead. A busy service finds and
+replaces them with its own requests; an idle one (identity, between logins) would
+find them one by one at its next requests, each costing a request its wait (the
+pool's check of a connection backs off 1 s, then 2 s). So every
+:data:`CHECK_SECONDS`, while no request uses the pool, a thread takes each idle
+connection out and puts it back: taking one checks it (the pool's pre-ping), and
+a broken one is replaced. The thread, not a request, waits out the back-off.
+(``pool.check()`` would do the same but also grows the pool by one connection
+each call: every few seconds, across the platform's processes, that exhausted
+the server's connections: "remaining connection slots are reserved".) Every
 session waits at most :data:`LOCK_TIMEOUT_MS` for a lock and runs no statement
 longer than :data:`STATEMENT_TIMEOUT_MS` (the event store's statements are point
 reads and small inserts), so a request that loads and saves an aggregate ends
@@ -33,7 +40,6 @@ Selected with ``PERSISTENCE_MODULE=ehr_events.pgstore:Factory``
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -44,8 +50,9 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 #: How long the pool keeps retrying one lost connection before it gives up on it
 #: (the next request then starts a new attempt at once).
 RECONNECT_SECONDS = 5.0
-#: How often the pool's idle connections are checked.
+#: How often an idle pool's connections are checked, and the longest wait for one.
 CHECK_SECONDS = 5.0
+CHECK_WAIT_SECONDS = 10.0
 #: Longest wait for a lock, and longest statement, of an event store's session.
 LOCK_TIMEOUT_MS = 3000
 STATEMENT_TIMEOUT_MS = 4000
@@ -87,10 +94,19 @@ class Factory(PostgresFactory):
         while not self._closing.wait(CHECK_SECONDS):
             if pool.closed:  # not opened yet (it opens on first use), or closed
                 continue
-            # broken connections are replaced in the pool's own workers; a check
-            # that fails as a whole (the pool closing meanwhile) is tried again later
-            with contextlib.suppress(Exception):
-                pool.check()
+            stats = pool.get_stats()
+            idle = stats.get("pool_available", 0)
+            if idle == 0 or idle != stats.get("pool_size") or stats.get("requests_waiting"):
+                continue  # in use: its requests meet any broken connection soon enough
+            taken: list[Any] = []
+            try:
+                for _ in range(idle):
+                    taken.append(pool.getconn(timeout=CHECK_WAIT_SECONDS))
+            except Exception:  # noqa: BLE001 - the database is away: next round
+                pass
+            finally:
+                for conn in taken:
+                    pool.putconn(conn)
 
     def close(self) -> None:
         self._closing.set()
