@@ -12,12 +12,10 @@ and none of the refused writes happened.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -27,14 +25,13 @@ from psycopg import sql
 from ehr_events.devplatform import Platform
 
 from . import builders
-from .fhirclient import FHIR_JSON, given_name, login, search_patients, wait_until
+from .fhirclient import given_name, login, search_patients, wait_until
+from .outage import answer_all, assert_unavailable, create_patient, requests_while_away
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 DATABASE = "ehr_faults"
 SCHEMAS = ("identity", "records", "gateway", "projections")
-#: The most a request may take while the database is away.
-BOUNDED_SECONDS = 15
 
 
 def _database_url(test_url: str, name: str) -> str:
@@ -94,32 +91,15 @@ def stored_versions(database_url: str, aggregate_id: str) -> list[int]:
     return [int(version) for (version,) in rows]
 
 
-def _timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response | Exception, float]:
-    start = time.monotonic()
-    try:
-        return call(), time.monotonic() - start
-    except httpx.HTTPError as exc:  # a hang ends as a client time-out
-        return exc, time.monotonic() - start
-
-
-def create(client: httpx.Client, headers: dict[str, str], body: dict[str, Any]) -> dict:
-    response = client.post(
-        "/fhir/Patient", json=body, headers={**headers, "Content-Type": FHIR_JSON}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platform_recovers(
     pg_platform: tuple[Platform, str],
 ) -> None:
     platform, admin_url = pg_platform
     url = _database_url(admin_url, DATABASE)
     physician = {"Authorization": f"Bearer {login(platform)}"}
-    json_headers = {**physician, "Content-Type": FHIR_JSON}
     family = builders.family_name("Pgaway")
     client = httpx.Client(base_url=platform.gateway_url, timeout=30)
-    existing = create(client, physician, builders.patient(family, "Before"))
+    existing = create_patient(client, physician, builders.patient(family, "Before"))
     wait_until(
         lambda: search_patients(client, physician, family),
         lambda found: len(found) == 1,
@@ -127,71 +107,18 @@ def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platfo
         what="the first patient in the chart",
     )
 
-    records_url = f"http://127.0.0.1:{platform.ports['records']}"
-    timeout = httpx.Timeout(BOUNDED_SECONDS + 15)
-    direct = builders.mrn(family, 1)
-    calls = {
-        "create at the records API": lambda: httpx.post(
-            f"{records_url}/patients",
-            json={
-                "mrn": direct,
-                "identifiers": [{"system": "urn:ehr:mrn", "value": direct}],
-                "name": [{"family": family, "given": ["Direct"]}],
-                "birth_date": "1980-01-01",
-                "sex": "female",
-            },
-            headers=physician,
-            timeout=timeout,
-        ),
-        "create through the gateway": lambda: httpx.post(
-            f"{platform.gateway_url}/fhir/Patient",
-            json=builders.patient(family, "Refused"),
-            headers=json_headers,
-            timeout=timeout,
-        ),
-        "update through the gateway": lambda: httpx.put(
-            f"{platform.gateway_url}/fhir/Patient/{existing['id']}",
-            json=builders.update_of(existing, gender="other"),
-            headers={**json_headers, "If-Match": 'W/"1"'},
-            timeout=timeout,
-        ),
-        "read through the gateway": lambda: httpx.get(
-            f"{platform.gateway_url}/fhir/Patient/{existing['id']}",
-            headers=physician,
-            timeout=timeout,
-        ),
-        "search through the gateway": lambda: httpx.post(
-            f"{platform.gateway_url}/fhir/Patient/_search",
-            data={"family": family},
-            headers=physician,
-            timeout=timeout,
-        ),
-    }
+    calls = requests_while_away(platform, physician, existing, family)
 
     with database_refusing_connections(admin_url):
-        answers = {name: _timed(call) for name, call in calls.items()}
+        answers = answer_all(calls)
 
-    print({name: (getattr(r, "status_code", r), round(s, 1)) for name, (r, s) in answers.items()})
-    for name, (response, seconds) in answers.items():
-        assert isinstance(response, httpx.Response), (name, response, seconds)
-        assert seconds < BOUNDED_SECONDS, (name, seconds)
-        assert response.status_code == 503, (name, response.status_code, response.text)
-        assert "retry-after" in response.headers, name
-        assert "Traceback" not in response.text, name
-        assert family not in response.text and direct not in response.text, name
-        if "gateway" in name:
-            assert response.headers["content-type"].startswith(FHIR_JSON), name
-            outcome = response.json()
-            assert outcome["resourceType"] == "OperationOutcome", name
-            assert outcome["issue"][0]["code"] == "transient", name
-        else:
-            assert response.headers["content-type"].startswith("application/problem+json")
-            assert response.json()["status"] == 503
+    for name, (answer, seconds) in answers.items():
+        assert_unavailable(name, answer, seconds, carried=(family, builders.mrn(family, 1)))
 
     # the database is back: identity, which had no request meanwhile (its pooled
     # connections all dead), signs in at once, and the very next write succeeds
     assert login(platform)
-    recovered = create(client, physician, builders.patient(family, "After"))
+    recovered = create_patient(client, physician, builders.patient(family, "After"))
     assert recovered["meta"]["versionId"] == "1"
     found = wait_until(
         lambda: search_patients(client, physician, family),
@@ -215,45 +142,30 @@ def test_with_the_event_table_locked_by_another_session_requests_get_503_in_boun
     platform, admin_url = pg_platform
     url = _database_url(admin_url, DATABASE)
     physician = {"Authorization": f"Bearer {login(platform)}"}
-    json_headers = {**physician, "Content-Type": FHIR_JSON}
     family = builders.family_name("Pglock")
     client = httpx.Client(base_url=platform.gateway_url, timeout=30)
-    existing = create(client, physician, builders.patient(family, "Before"))
-    records_url = f"http://127.0.0.1:{platform.ports['records']}"
-    timeout = httpx.Timeout(BOUNDED_SECONDS + 15)
+    existing = create_patient(client, physician, builders.patient(family, "Before"))
+    away = requests_while_away(platform, physician, existing, family)
     calls = {
-        "read at the records API": lambda: httpx.get(
-            f"{records_url}/patients/{existing['id']}", headers=physician, timeout=timeout
-        ),
-        "create through the gateway": lambda: httpx.post(
-            f"{platform.gateway_url}/fhir/Patient",
-            json=builders.patient(family, "Refused"),
-            headers=json_headers,
-            timeout=timeout,
-        ),
-        "update through the gateway": lambda: httpx.put(
-            f"{platform.gateway_url}/fhir/Patient/{existing['id']}",
-            json=builders.update_of(existing, gender="other"),
-            headers={**json_headers, "If-Match": 'W/"1"'},
-            timeout=timeout,
-        ),
+        name: away[name]
+        for name in (
+            "read at the records API",
+            "create through the gateway",
+            "update through the gateway",
+        )
     }
 
     # what a migration's ALTER TABLE or a VACUUM FULL holds: no read, no write gets by
     with psycopg.connect(url, connect_timeout=5) as locker:
         locker.execute("LOCK TABLE records.records_events IN ACCESS EXCLUSIVE MODE")
-        answers = {name: _timed(call) for name, call in calls.items()}
+        answers = answer_all(calls)
         locker.rollback()
 
-    print({name: (getattr(r, "status_code", r), round(s, 1)) for name, (r, s) in answers.items()})
-    for name, (response, seconds) in answers.items():
-        assert isinstance(response, httpx.Response), (name, response, seconds)
-        assert seconds < BOUNDED_SECONDS, (name, seconds)
-        assert response.status_code == 503, (name, response.status_code, response.text)
-        assert "retry-after" in response.headers, name
+    for name, (answer, seconds) in answers.items():
+        assert_unavailable(name, answer, seconds, carried=(family,))
 
     # the lock is gone: writes succeed at once, and none of the refused ones happened
-    recovered = create(client, physician, builders.patient(family, "After"))
+    recovered = create_patient(client, physician, builders.patient(family, "After"))
     assert recovered["meta"]["versionId"] == "1"
     found = wait_until(
         lambda: search_patients(client, physician, family),
