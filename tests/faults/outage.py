@@ -17,7 +17,7 @@ import httpx
 from ehr_events.devplatform import Platform
 
 from . import builders
-from .fhirclient import FHIR_JSON
+from .fhirclient import FHIR_JSON, given_name, search_patients, wait_until
 
 #: The most a request may take while a database is unavailable.
 BOUNDED_SECONDS = 15
@@ -124,3 +124,20 @@ def _timed(call: Call) -> tuple[httpx.Response | Exception, float]:
         return call(), time.monotonic() - start
     except httpx.HTTPError as exc:  # a hang ends as a client time-out
         return exc, time.monotonic() - start
+
+
+def assert_writes_resume(client: httpx.Client, headers: dict[str, str], family: str) -> None:
+    """A write succeeds and reaches the chart; of ``family`` it holds only Before and After.
+
+    So none of the writes refused meanwhile happened later (each drill created
+    "Before" first and asked for "Refused" and "Direct" while the database was away).
+    """
+    recovered = create_patient(client, headers, builders.patient(family, "After"))
+    assert recovered["meta"]["versionId"] == "1"
+    found = wait_until(
+        lambda: search_patients(client, headers, family),
+        lambda resources: "After" in {given_name(r) for r in resources},
+        timeout=60,
+        what="the write after the outage in the chart",
+    )
+    assert sorted(given_name(r) for r in found) == ["After", "Before"]
