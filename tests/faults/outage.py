@@ -9,7 +9,7 @@ never a stack trace or a value the request carried.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -35,19 +35,24 @@ def create_patient(client: httpx.Client, headers: dict[str, str], body: dict[str
 
 
 def requests_while_away(
-    platform: Platform, headers: dict[str, str], existing: dict[str, Any], family: str
+    platform: Platform,
+    headers: dict[str, str],
+    existing: dict[str, Any],
+    family: str,
+    *,
+    kinds: Sequence[str] | None = None,
 ) -> dict[str, Call]:
-    """One of each kind of request that needs the records database, by name.
+    """One request of each kind (or of each of ``kinds``), by name, in that order.
 
-    A create straight at the records API, and a create, an update, a read and a
-    search through the facade (the last two need only the chart).
+    A create and a read straight at the records API, and a create, an update, a
+    read and a search through the facade (the last two need only the chart).
     """
     records_url = f"http://127.0.0.1:{platform.ports['records']}"
     gateway_url = platform.gateway_url
     json_headers = {**headers, "Content-Type": FHIR_JSON}
     timeout = httpx.Timeout(BOUNDED_SECONDS + 15)
     direct = builders.mrn(family, 1)
-    return {
+    calls: dict[str, Call] = {
         "create at the records API": lambda: httpx.post(
             f"{records_url}/patients",
             json={
@@ -85,6 +90,7 @@ def requests_while_away(
             timeout=timeout,
         ),
     }
+    return calls if kinds is None else {kind: calls[kind] for kind in kinds}
 
 
 def answer_all(calls: dict[str, Call]) -> dict[str, tuple[httpx.Response | Exception, float]]:

@@ -159,16 +159,18 @@ def test_with_the_records_database_unavailable_requests_get_503_in_bounded_time(
 ) -> None:
     family = builders.family_name("Nodb")
     existing = create_patient(client, physician, builders.patient(family, "Before"))
-    away = requests_while_away(platform, physician, existing, family)
-    calls = {
-        name: away[name]
-        for name in (
+    calls = requests_while_away(
+        platform,
+        physician,
+        existing,
+        family,
+        kinds=(
             "create at the records API",
             "update through the gateway",
             "read through the gateway",
             "create through the gateway",
-        )
-    }
+        ),
+    )
 
     # another connection holds the records database's write lock for longer than
     # the service's busy time-out, so no write can get through. The requests go one

@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -45,10 +46,18 @@ def _database_url(test_url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
+@dataclass(frozen=True)
+class PgPlatform:
+    platform: Platform
+    #: the drill's database, and the test database its admin session connects to
+    url: str
+    admin_url: str
+
+
 @pytest.fixture(scope="module")
 def pg_platform(
     postgres_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Platform, str]]:
+) -> Iterator[PgPlatform]:
     """Every process on a fresh copy of the drill's database (its schemas dropped first)."""
     url = _database_url(postgres_url, DATABASE)
     try:
@@ -64,9 +73,24 @@ def pg_platform(
     )
     try:
         running.start()
-        yield running, postgres_url
+        yield PgPlatform(running, url, postgres_url)
     finally:
         running.kill()
+
+
+@dataclass(frozen=True)
+class Session:
+    """A physician signed in to the PostgreSQL platform, and an HTTP client of its gateway."""
+
+    headers: dict[str, str]
+    client: httpx.Client
+
+
+@pytest.fixture
+def session(pg_platform: PgPlatform) -> Iterator[Session]:
+    headers = {"Authorization": f"Bearer {login(pg_platform.platform)}"}
+    with httpx.Client(base_url=pg_platform.platform.gateway_url, timeout=30) as client:
+        yield Session(headers, client)
 
 
 @contextmanager
@@ -98,13 +122,10 @@ def stored_versions(database_url: str, aggregate_id: str) -> list[int]:
 
 
 def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platform_recovers(
-    pg_platform: tuple[Platform, str],
+    pg_platform: PgPlatform, session: Session
 ) -> None:
-    platform, admin_url = pg_platform
-    url = _database_url(admin_url, DATABASE)
-    physician = {"Authorization": f"Bearer {login(platform)}"}
+    platform, physician, client = pg_platform.platform, session.headers, session.client
     family = builders.family_name("Pgaway")
-    client = httpx.Client(base_url=platform.gateway_url, timeout=30)
     existing = create_patient(client, physician, builders.patient(family, "Before"))
     wait_until(
         lambda: search_patients(client, physician, family),
@@ -115,7 +136,7 @@ def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platfo
 
     calls = requests_while_away(platform, physician, existing, family)
 
-    with database_refusing_connections(admin_url):
+    with database_refusing_connections(pg_platform.admin_url):
         answers = answer_all(calls)
 
     for name, (answer, seconds) in answers.items():
@@ -125,35 +146,33 @@ def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platfo
     # connections all dead), signs in at once, and the very next write succeeds
     assert login(platform)
     assert_writes_resume(client, physician, family)
-    assert stored_versions(url, existing["id"]) == [1]
+    assert stored_versions(pg_platform.url, existing["id"]) == [1]
     read = client.get(f"/fhir/Patient/{existing['id']}", headers=physician)
     assert read.status_code == 200 and read.json()["gender"] == existing["gender"]
     crashed = {n: p.returncode for n, p in platform.processes.items() if p.poll() is not None}
     assert not crashed, f"exited during the outage: {crashed}"
-    client.close()
 
 
 def test_with_the_event_table_locked_by_another_session_requests_get_503_in_bounded_time(
-    pg_platform: tuple[Platform, str],
+    pg_platform: PgPlatform, session: Session
 ) -> None:
-    platform, admin_url = pg_platform
-    url = _database_url(admin_url, DATABASE)
-    physician = {"Authorization": f"Bearer {login(platform)}"}
+    platform, physician, client = pg_platform.platform, session.headers, session.client
     family = builders.family_name("Pglock")
-    client = httpx.Client(base_url=platform.gateway_url, timeout=30)
     existing = create_patient(client, physician, builders.patient(family, "Before"))
-    away = requests_while_away(platform, physician, existing, family)
-    calls = {
-        name: away[name]
-        for name in (
+    calls = requests_while_away(
+        platform,
+        physician,
+        existing,
+        family,
+        kinds=(
             "read at the records API",
             "create through the gateway",
             "update through the gateway",
-        )
-    }
+        ),
+    )
 
     # what a migration's ALTER TABLE or a VACUUM FULL holds: no read, no write gets by
-    with psycopg.connect(url, connect_timeout=5) as locker:
+    with psycopg.connect(pg_platform.url, connect_timeout=5) as locker:
         locker.execute("LOCK TABLE records.records_events IN ACCESS EXCLUSIVE MODE")
         answers = answer_all(calls)
         locker.rollback()
@@ -163,5 +182,4 @@ def test_with_the_event_table_locked_by_another_session_requests_get_503_in_boun
 
     # the lock is gone: writes succeed at once, and none of the refused ones happened
     assert_writes_resume(client, physician, family)
-    assert stored_versions(url, existing["id"]) == [1]
-    client.close()
+    assert stored_versions(pg_platform.url, existing["id"]) == [1]
