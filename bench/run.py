@@ -894,7 +894,8 @@ def build_figures(run: Run) -> list[Figure]:
             ">=",
             REBUILD_EPS,
             "rebuild",
-            note=f"{complete}{r.get('events', 0):,} events; excludes start, group join, idle exit",
+            note=f"{complete}{r.get('events', 0):,} events, indexes built in "
+            f"{r.get('index_seconds', 0):.1f}s included; excludes start, group join, idle exit",
         )  # fmt: skip
     )
     figures.append(

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from ehr_events.devinfra import free_port, start_broker, wait_for_port
 from ehr_events.outbox import ensure_topics
+from projections.chart import metadata as chart_metadata
 from projections.config import ProjectionsSettings
 from projections.queries import get_resource
 from projections.readmodels import make_read_engine
@@ -138,6 +139,25 @@ def chart_digest(var_dir: Path) -> dict[str, tuple[int, str]]:
         db.close()
 
 
+def chart_indexes(var_dir: Path) -> set[str]:
+    """The named indexes of the chart's database (not SQLite's automatic ones)."""
+    db = sqlite3.connect(f"file:{var_dir / 'projections' / 'chart.sqlite3'}?mode=ro", uri=True)
+    try:
+        return {
+            name
+            for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND name NOT LIKE 'sqlite_autoindex_%'"
+            )
+        }
+    finally:
+        db.close()
+
+
+#: Every index the chart's tables declare.
+CHART_INDEXES = {str(i.name) for t in chart_metadata.sorted_tables for i in t.indexes}
+
+
 def run_rebuild(tmp_path: Path, broker: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "projections", "rebuild", "chart", "--idle-seconds", "1", *args],
@@ -181,6 +201,9 @@ def test_a_rebuild_in_several_processes_builds_the_chart_one_process_builds(
     )
     assert chart_digest(tmp_path / "var") == one_process
     assert one_process["chart_resources"][0] == 120 + 60
+    # the replay processes left the indexes out; the rebuild built them at its end
+    assert len(CHART_INDEXES) >= 8
+    assert chart_indexes(tmp_path / "var") == CHART_INDEXES
     applied = [
         int(n)
         for n in re.findall(r"rebuild process \d+ applied (\d+) events", log_file.read_text())
@@ -188,6 +211,20 @@ def test_a_rebuild_in_several_processes_builds_the_chart_one_process_builds(
     assert len(applied) == 4
     assert sum(1 for n in applied if n > 0) >= 2  # the partitions were shared out
     assert sum(applied) >= distinct
+
+
+def test_a_rebuild_that_fails_still_leaves_the_chart_its_indexes(tmp_path: Path) -> None:
+    """A broker that is not there: the processes fail after the chart was dropped."""
+    done = subprocess.run(
+        [sys.executable, "-m", "projections", "rebuild", "chart", "--workers", "2"],
+        env=environment(tmp_path, EHR_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "rebuild of chart: process rebuild-chart-" in done.stderr
+    assert chart_indexes(tmp_path / "var") == CHART_INDEXES
 
 
 def test_rebuild_refuses_fewer_than_one_process(tmp_path: Path) -> None:

@@ -68,8 +68,9 @@ def make_runner(
     *,
     engine: Engine | None = None,
     projection: Projection | None = None,
+    indexes: bool = True,
 ) -> ProjectionRunner:
-    """The runner of a read model, its tables created.
+    """The runner of a read model, its tables (and, with ``indexes``, their indexes) created.
 
     Processes of the service start together and create the same tables: a loser of
     that race on PostgreSQL sees a duplicate error and simply tries again.
@@ -78,7 +79,9 @@ def make_runner(
     engine = engine or make_read_engine(settings, name)
     for attempt in range(5):
         try:
-            return ProjectionRunner(projection, engine, bootstrap=settings.kafka_bootstrap)
+            return ProjectionRunner(
+                projection, engine, bootstrap=settings.kafka_bootstrap, indexes=indexes
+            )
         except (IntegrityError, ProgrammingError) as exc:
             if attempt == 4:
                 raise
@@ -87,17 +90,20 @@ def make_runner(
     raise AssertionError("unreachable")
 
 
-def process_runner(settings: ProjectionsSettings, name: str, process: str) -> ProjectionRunner:
+def process_runner(
+    settings: ProjectionsSettings, name: str, process: str, *, indexes: bool = True
+) -> ProjectionRunner:
     """The runner of a long-lived process named ``process``: its log file set up,
     the garbage collector tuned once the runner is built.
 
-    Picklable with :func:`functools.partial`: rebuild processes are spawned with it.
+    Picklable with :func:`functools.partial`: rebuild processes are spawned with it
+    (``indexes=False``: the rebuild creates them at its end).
     """
     from ehr_events.logs import configure_logging
     from ehr_events.process import collect_less_often
 
     configure_logging(process, settings.log_dir)
-    runner = make_runner(settings, name)
+    runner = make_runner(settings, name, indexes=indexes)
     collect_less_often()
     return runner
 
