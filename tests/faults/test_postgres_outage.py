@@ -183,3 +183,44 @@ def test_with_the_event_table_locked_by_another_session_requests_get_503_in_boun
     # the lock is gone: writes succeed at once, and none of the refused ones happened
     assert_writes_resume(client, physician, family)
     assert stored_versions(pg_platform.url, existing["id"]) == [1]
+
+
+def test_with_the_chart_locked_by_another_session_reads_get_503_in_bounded_time(
+    pg_platform: PgPlatform, session: Session
+) -> None:
+    platform, physician, client = pg_platform.platform, session.headers, session.client
+    family = builders.family_name("Pgchart")
+    existing = create_patient(client, physician, builders.patient(family, "Before"))
+    wait_until(
+        lambda: search_patients(client, physician, family),
+        lambda found: len(found) == 1,
+        timeout=30,
+        what="the patient in the chart",
+    )
+    calls = requests_while_away(
+        platform,
+        physician,
+        existing,
+        family,
+        kinds=("read through the gateway", "search through the gateway"),
+    )
+
+    # what a rebuild's DROP TABLE or a migration holds on the chart's tables
+    with psycopg.connect(pg_platform.url, connect_timeout=5) as locker:
+        locker.execute(
+            "LOCK TABLE projections.chart_resources, projections.chart_patients, "
+            "projections.chart_patient_names, projections.chart_patient_identifiers "
+            "IN ACCESS EXCLUSIVE MODE"
+        )
+        answers = answer_all(calls)
+        locker.rollback()
+
+    for name, (answer, seconds) in answers.items():
+        assert_unavailable(name, answer, seconds, carried=(family,))
+
+    # the lock is gone: the chart answers again, and the projector kept its place
+    read = client.get(f"/fhir/Patient/{existing['id']}", headers=physician)
+    assert read.status_code == 200 and read.json()["id"] == existing["id"]
+    assert_writes_resume(client, physician, family)
+    crashed = {n: p.returncode for n, p in platform.processes.items() if p.poll() is not None}
+    assert not crashed, f"exited while the chart was locked: {crashed}"

@@ -1,7 +1,14 @@
 """SQLAlchemy engines for a service's own tables (relay position, read models).
 
 On SQLite: WAL mode and a busy timeout, so a writer process and reader processes
-share a file. On PostgreSQL: the service's own schema, created if missing.
+share a file. On PostgreSQL: the service's own schema, created if missing; an
+engine that answers requests (``for_requests``) waits at most
+:data:`LOCK_TIMEOUT_MS` for a lock and runs no statement longer than
+:data:`STATEMENT_TIMEOUT_MS`, so a table locked by another session (a rebuild's
+``DROP TABLE``, a migration, ``VACUUM FULL``) turns a request into a 503 well
+within the gateway's 10 s wait, instead of a hang. Engines of background work
+(projectors, rebuilds, relays) have no such bound: a rebuild's ``DROP TABLE``
+must wait for readers, its ``CREATE INDEX`` may take minutes.
 """
 
 from __future__ import annotations
@@ -12,8 +19,17 @@ from sqlalchemy import Engine, create_engine, event, text
 
 from .config import ServiceSettings, schema_for, sqlalchemy_url
 
+#: Longest wait for a lock, and longest statement, of a session serving requests
+#: on PostgreSQL (read models here; the event stores in :mod:`ehr_events.pgstore`).
+LOCK_TIMEOUT_MS = 3000
+STATEMENT_TIMEOUT_MS = 4000
+#: libpq's session options that set both.
+REQUEST_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
 
-def make_engine(settings: ServiceSettings, service: str, name: str = "events") -> Engine:
+
+def make_engine(
+    settings: ServiceSettings, service: str, name: str = "events", *, for_requests: bool = False
+) -> Engine:
     """Engine for ``service``'s database ``name`` (see :func:`sqlalchemy_url`)."""
     url = sqlalchemy_url(settings, service, name)
     schema = schema_for(settings, service)
@@ -34,7 +50,10 @@ def make_engine(settings: ServiceSettings, service: str, name: str = "events") -
         pool_size=5,
         max_overflow=10,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 5},
+        connect_args={
+            "connect_timeout": 5,
+            **({"options": REQUEST_OPTIONS} if for_requests else {}),
+        },
     )
     if schema:
         with engine.begin() as conn:

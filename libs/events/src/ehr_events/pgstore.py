@@ -29,8 +29,8 @@ a broken one is replaced. The thread, not a request, waits out the back-off.
 (``pool.check()`` would do the same but also grows the pool by one connection
 each call: every few seconds, across the platform's processes, that exhausted
 the server's connections: "remaining connection slots are reserved".) Every
-session waits at most :data:`LOCK_TIMEOUT_MS` for a lock and runs no statement
-longer than :data:`STATEMENT_TIMEOUT_MS` (the event store's statements are point
+session waits at most 3 s for a lock and runs no statement longer than 4 s
+(:data:`ehr_events.db.REQUEST_OPTIONS`; the event store's statements are point
 reads and small inserts), so a request that loads and saves an aggregate ends
 well within the gateway's 10 s wait for a service.
 
@@ -47,15 +47,14 @@ from typing import Any
 from eventsourcing.persistence import Environment
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 
+from .db import REQUEST_OPTIONS
+
 #: How long the pool keeps retrying one lost connection before it gives up on it
 #: (the next request then starts a new attempt at once).
 RECONNECT_SECONDS = 5.0
 #: How often an idle pool's connections are checked, and the longest wait for one.
 CHECK_SECONDS = 5.0
 CHECK_WAIT_SECONDS = 10.0
-#: Longest wait for a lock, and longest statement, of an event store's session.
-LOCK_TIMEOUT_MS = 3000
-STATEMENT_TIMEOUT_MS = 4000
 
 
 def _tried_once(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,9 +82,7 @@ class Factory(PostgresFactory):
         pool.reconnect_timeout = RECONNECT_SECONDS
         # libpq's session options, applied to every connection the pool opens
         assert isinstance(pool.kwargs, dict)
-        pool.kwargs["options"] = (
-            f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
-        )
+        pool.kwargs["options"] = REQUEST_OPTIONS
         self._closing = threading.Event()
         threading.Thread(target=self._keep_pool, name="pg-pool-check", daemon=True).start()
 

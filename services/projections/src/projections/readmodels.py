@@ -41,9 +41,15 @@ def make_projection(settings: ProjectionsSettings, name: str) -> Projection:
 MMAP_BYTES = 1 << 30
 
 
-def make_read_engine(settings: ProjectionsSettings, name: str) -> Engine:
-    """The database of a read model: ``var/projections/<name>.sqlite3`` or the schema."""
-    engine = make_engine(settings, SERVICE, name)
+def make_read_engine(
+    settings: ProjectionsSettings, name: str, *, for_requests: bool = False
+) -> Engine:
+    """The database of a read model: ``var/projections/<name>.sqlite3`` or the schema.
+
+    ``for_requests``: the API's engine, whose lock waits and statements are bounded
+    on PostgreSQL (see :mod:`ehr_events.db`).
+    """
+    engine = make_engine(settings, SERVICE, name, for_requests=for_requests)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _map_into_memory)
     return engine
@@ -132,7 +138,18 @@ class ReadModels:
 
     @classmethod
     def open(cls, settings: ProjectionsSettings) -> ReadModels:
-        return cls(chart=make_runner(settings, "chart"), audit=make_runner(settings, "audit"))
+        """The read models' tables and indexes made sure of (with no time limit: an index
+        added by an upgrade may take a while), then engines bounded for requests."""
+        runners = {}
+        for name in NAMES:
+            make_runner(settings, name).engine.dispose()
+            runners[name] = make_runner(
+                settings,
+                name,
+                engine=make_read_engine(settings, name, for_requests=True),
+                indexes=False,
+            )
+        return cls(**runners)
 
     @property
     def chart_engine(self) -> Engine:
