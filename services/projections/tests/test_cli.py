@@ -227,6 +227,54 @@ def test_a_rebuild_that_fails_still_leaves_the_chart_its_indexes(tmp_path: Path)
     assert chart_indexes(tmp_path / "var") == CHART_INDEXES
 
 
+def test_a_rebuild_stopped_with_sigterm_stops_its_processes_and_builds_the_indexes(
+    tmp_path: Path, own_broker: str
+) -> None:
+    asyncio.run(ensure_topics(own_broker, ["ehr.records.events"]))
+    asyncio.run(produce(own_broker, "ehr.records.events", [patient_registered("p-1")]))
+    rebuild = subprocess.Popen(
+        [sys.executable, "-m", "projections", "rebuild", "chart", "--workers", "2",
+         "--idle-seconds", "120"],
+        env=environment(tmp_path, EHR_KAFKA_BOOTSTRAP=own_broker),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        # the event is in: the processes now wait for more, up to two minutes
+        deadline = time.monotonic() + 60
+        while applied(tmp_path / "var") < 1:
+            assert rebuild.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        rebuild.send_signal(signal.SIGTERM)
+        _, stderr = rebuild.communicate(timeout=30)
+    finally:
+        if rebuild.poll() is None:
+            rebuild.kill()
+    assert rebuild.returncode == 1
+    assert "rebuild of chart stopped before its end" in stderr
+    assert chart_indexes(tmp_path / "var") == CHART_INDEXES
+    log_file = (tmp_path / "var" / "log" / "rebuild-chart.log").read_text()
+    assert len(re.findall(r"rebuild process \d+ applied", log_file)) == 0  # stopped, not ended
+
+
+def applied(var_dir: Path) -> int:
+    """The chart's count of applied events (0 before its tables exist)."""
+    path = var_dir / "projections" / "chart.sqlite3"
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute(
+            "SELECT applied FROM projection_state WHERE projection = 'chart'"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+    return int(row[0]) if row else 0
+
+
 def test_rebuild_refuses_fewer_than_one_process(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "projections", "rebuild", "chart", "--workers", "0"],

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import logging
 import os
+import signal
 
 from ehr_events.config import load_settings
 from ehr_events.logs import configure_logging
@@ -42,23 +43,35 @@ def rebuild(
     settings: ProjectionsSettings, name: str, idle_seconds: float, workers: int | None = None
 ) -> int:
     runner = process_runner(settings, name, f"projector-{name}")
+
+    async def rebuilding(workers: int) -> int:
+        # SIGTERM (a stopped job) ends the rebuild as Ctrl-C does: its processes
+        # stopped, the read model's indexes built, nothing left half done
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await runner.rebuild(
+            idle_seconds=idle_seconds,
+            workers=workers,
+            factory=functools.partial(
+                process_runner, settings, name, f"rebuild-{name}", indexes=False
+            ),
+        )
+
     with asyncio.Runner(loop_factory=event_loop_factory()) as loop:
         if workers is None:
             partitions = loop.run(partition_count(runner.bootstrap, runner.projection.topics))
             workers = default_workers(partitions)
         log.info("rebuilding %s in %d process(es)", name, workers)
         try:
-            count = loop.run(
-                runner.rebuild(
-                    idle_seconds=idle_seconds,
-                    workers=workers,
-                    factory=functools.partial(
-                        process_runner, settings, name, f"rebuild-{name}", indexes=False
-                    ),
-                )
-            )
+            count = loop.run(rebuilding(workers))
         except RuntimeError as exc:  # a rebuild process failed: its log says why
             raise SystemExit(f"{exc} (see {settings.log_dir / f'rebuild-{name}.log'})") from None
+        except asyncio.CancelledError:
+            raise SystemExit(
+                f"rebuild of {name} stopped before its end: run it again "
+                "(the read model has its indexes, not all its events)"
+            ) from None
     print(f"{name}: indexes built in {runner.index_seconds:.3f}s")
     print(f"{name}: rebuilt from {count} events")
     return count
