@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The development cipher key. Any other profile must configure its own.
@@ -54,6 +54,10 @@ class ServiceSettings(BaseSettings):
     projections_url: str = "http://127.0.0.1:8003"
     #: PostgreSQL schema of this service's tables; the service name when empty.
     db_schema: str = ""
+    #: Connections of each PostgreSQL pool of a process: kept open, and opened beyond
+    #: that for a burst. A process has one to three pools (README: sizing).
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 1024 * 1024
 
@@ -99,8 +103,8 @@ def eventsourcing_env(settings: ServiceSettings, service: str) -> dict[str, str]
                 "POSTGRES_USER": unquote(parts.username or ""),
                 "POSTGRES_PASSWORD": unquote(parts.password or ""),
                 "POSTGRES_SCHEMA": schema_for(settings, service) or service,
-                "POSTGRES_POOL_SIZE": "5",
-                "POSTGRES_MAX_OVERFLOW": "10",
+                "POSTGRES_POOL_SIZE": str(settings.db_pool_size),
+                "POSTGRES_MAX_OVERFLOW": str(settings.db_max_overflow),
                 # also the longest wait for a pooled connection: a request that finds
                 # the database away fails after this long (two waits for an update)
                 "POSTGRES_CONNECT_TIMEOUT": "3",

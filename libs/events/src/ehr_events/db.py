@@ -47,8 +47,8 @@ def make_engine(
         return engine
     engine = create_engine(
         url,
-        pool_size=5,
-        max_overflow=10,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         connect_args={
             "connect_timeout": 5,
