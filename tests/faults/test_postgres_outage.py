@@ -121,18 +121,24 @@ def stored_versions(database_url: str, aggregate_id: str) -> list[int]:
     return [int(version) for (version,) in rows]
 
 
+def patient_in_chart(session: Session, family: str) -> dict:
+    """A patient created through the gateway, once the chart's search finds it."""
+    created = create_patient(session.client, session.headers, builders.patient(family, "Before"))
+    wait_until(
+        lambda: search_patients(session.client, session.headers, family),
+        lambda found: len(found) == 1,
+        timeout=30,
+        what="the patient in the chart",
+    )
+    return created
+
+
 def test_with_the_postgresql_database_away_every_request_gets_503_and_the_platform_recovers(
     pg_platform: PgPlatform, session: Session
 ) -> None:
     platform, physician, client = pg_platform.platform, session.headers, session.client
     family = builders.family_name("Pgaway")
-    existing = create_patient(client, physician, builders.patient(family, "Before"))
-    wait_until(
-        lambda: search_patients(client, physician, family),
-        lambda found: len(found) == 1,
-        timeout=30,
-        what="the first patient in the chart",
-    )
+    existing = patient_in_chart(session, family)
 
     calls = requests_while_away(platform, physician, existing, family)
 
@@ -190,13 +196,7 @@ def test_with_the_chart_locked_by_another_session_reads_get_503_in_bounded_time(
 ) -> None:
     platform, physician, client = pg_platform.platform, session.headers, session.client
     family = builders.family_name("Pgchart")
-    existing = create_patient(client, physician, builders.patient(family, "Before"))
-    wait_until(
-        lambda: search_patients(client, physician, family),
-        lambda found: len(found) == 1,
-        timeout=30,
-        what="the patient in the chart",
-    )
+    existing = patient_in_chart(session, family)
     calls = requests_while_away(
         platform,
         physician,
