@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ehr_events.devplatform import BACKGROUND, BACKGROUND_NICE, Platform
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -46,3 +48,22 @@ def test_the_priority_prefix_lowers_the_started_process(tmp_path: Path) -> None:
         check=True,
     )
     assert int(started.stdout) == min(19, ours + BACKGROUND_NICE)
+
+
+class _Recording(Platform):
+    """A platform that keeps a handle on every process it started."""
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        self.started = dict(self.processes)
+        super().wait_ready(timeout)
+
+
+def test_a_platform_that_fails_to_start_leaves_no_process_running(tmp_path: Path) -> None:
+    # outside development every service refuses the default secrets and exits
+    platform = _Recording(tmp_path / "var", extra_env={"EHR_PROFILE": "production"})
+    with pytest.raises(RuntimeError, match="identity exited with"):
+        platform.start()
+    assert set(platform.started) == set(platform.commands())
+    running = [name for name, p in platform.started.items() if p.poll() is None]
+    assert running == []
+    assert platform.processes == {}

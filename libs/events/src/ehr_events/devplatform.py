@@ -104,15 +104,26 @@ class Platform:
         }
 
     def start(self, *names: str) -> None:
+        """Start the processes (all, or ``names``) and wait until they answer.
+
+        If one fails to start (or to answer in time), every process this call
+        started is stopped before the error is raised: none is left running.
+        """
         commands = self.commands()
-        for name in names or tuple(commands):
-            out = open(self.var_dir / "log" / f"{name}.out", "ab")  # noqa: SIM115
-            self.processes[name] = subprocess.Popen(
-                commands[name], env=self.env(), stdout=out, stderr=subprocess.STDOUT
-            )
-        if not names or "broker" in names:
-            wait_for_port(self.ports["broker"])
-        self.wait_ready()
+        started: list[str] = []
+        try:
+            for name in names or tuple(commands):
+                out = open(self.var_dir / "log" / f"{name}.out", "ab")  # noqa: SIM115
+                self.processes[name] = subprocess.Popen(
+                    commands[name], env=self.env(), stdout=out, stderr=subprocess.STDOUT
+                )
+                started.append(name)
+            if not names or "broker" in names:
+                wait_for_port(self.ports["broker"])
+            self.wait_ready()
+        except BaseException:
+            self.stop(*started)
+            raise
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
