@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sqlite3
 import time
 from pathlib import Path
 
@@ -88,6 +89,46 @@ class TestRunnerBatchesOnSQLite(RunnerBatchesOnSQLite):
             runner.apply_envelopes([note("e-a", "p-1")])
         assert gc.isenabled()
         assert runner.applied_count() == 0
+
+    @pytest.mark.parametrize("bounded", [False, True])
+    def test_a_log_that_readers_keep_from_rewinding_is_truncated(
+        self, runner: ProjectionRunner, bounded: bool
+    ) -> None:
+        """A reader's snapshot overlaps every commit (as the API's reads and a rebuild's
+        progress do): SQLite's own checkpoint never lets the log rewind, the runner does."""
+        limit = 64 << 10
+        runner.wal_limit_bytes = limit if bounded else 1 << 40
+        database = runner.engine.url.database
+        assert database
+        wal = Path(f"{database}-wal")
+        reader = sqlite3.connect(database, isolation_level=None)
+        apply_batch, bound_wal = runner.projection.apply_batch, runner.bound_wal
+
+        def read_during(conn, items):  # type: ignore[no-untyped-def]
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM notes_per_patient").fetchone()
+            apply_batch(conn, items)
+
+        def read_ended() -> bool:
+            reader.execute("COMMIT")
+            return bound_wal()
+
+        runner.projection.apply_batch = read_during  # type: ignore[method-assign]
+        runner.bound_wal = read_ended  # type: ignore[method-assign]
+        sizes = []
+        for b in range(40):
+            batch = [note(f"e-{b}-{i}", f"p-{b}-{i}") for i in range(50)]
+            assert runner.apply_envelopes(batch) == 50
+            sizes.append(wal.stat().st_size)
+        reader.close()
+        assert runner.applied_count() == 2000
+        if bounded:
+            # at most one batch's pages past the limit, and truncated on the way
+            assert max(sizes) < 2 * limit
+            assert min(sizes) == 0
+        else:
+            # the starvation the runner guards against
+            assert sizes == sorted(sizes) and sizes[-1] > 8 * limit
 
 
 def test_the_collector_resumes_once_no_batch_is_applying() -> None:

@@ -92,6 +92,12 @@ _count_applied = (
 )
 
 
+#: Size of a SQLite read model's write-ahead log past which a runner checkpoints it
+#: in full and truncates it (see :meth:`ProjectionRunner.bound_wal`). Each such
+#: checkpoint holds the other writers back while it runs: a rebuild of 100 000
+#: events ran 4% slower, within the noise, with a limit of 64 MB.
+WAL_LIMIT_BYTES = 256 << 20
+
 #: Longest an offset commit may take before the consumer is given up and started
 #: again (a commit normally takes milliseconds; see :func:`_commit`).
 COMMIT_TIMEOUT_SECONDS = 15.0
@@ -153,6 +159,7 @@ class ProjectionRunner:
         rebuild_batch_size: int = 5000,
         fetch_max_wait_ms: int | None = None,
         indexes: bool = True,
+        wal_limit_bytes: int = WAL_LIMIT_BYTES,
     ) -> None:
         self.projection = projection
         self.engine = engine
@@ -164,6 +171,8 @@ class ProjectionRunner:
         self.fetch_max_wait_ms = (
             projection.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
         )
+        #: on SQLite, the write-ahead log's size past which :meth:`bound_wal` truncates it
+        self.wal_limit_bytes = wal_limit_bytes
         #: how long the last :meth:`rebuild` took to build the indexes at its end
         self.index_seconds = 0.0
         self.setup(indexes=indexes)
@@ -283,7 +292,9 @@ class ProjectionRunner:
         with collector_paused():
             # the batch's objects are dropped when this call returns, before the
             # collector resumes: it never walks them
-            return self._decode_and_apply(records, generation)
+            applied = self._decode_and_apply(records, generation)
+        self.bound_wal()
+        return applied
 
     def _decode_and_apply(self, records: Sequence[ConsumerRecord], generation: int) -> int | None:
         decoded = [d for r in records if (d := self.decode(r)) is not None]
@@ -293,10 +304,39 @@ class ProjectionRunner:
                 return None
             return self._apply(conn, decoded)
 
+    def bound_wal(self) -> bool:
+        """On SQLite, checkpoint the write-ahead log into the database and truncate it
+        once it outgrows ``wal_limit_bytes``; True if it did. Called after each batch.
+
+        SQLite's own checkpoint after a commit never waits for readers, and rewinds
+        the log only when no reader is using it. With several writers (a rebuild's
+        processes) and readers (progress, the API) always overlapping, that moment
+        may not come: the log of a rebuild of a million events grew to 3.2 GB beside
+        a database of 1.3 GB. A ``TRUNCATE`` checkpoint waits (as long as the busy
+        timeout) for the writer and for readers of the log to finish, and readers
+        that start meanwhile read the database file.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return False
+        database = self.engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return False
+        try:
+            size = os.path.getsize(f"{database}-wal")
+        except OSError:
+            return False
+        if size <= self.wal_limit_bytes:
+            return False
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
+
     def apply_envelopes(self, items: Sequence[Item]) -> int:
         """Apply already decoded events (tests and tools); same idempotency rules."""
         with collector_paused(), self.engine.begin() as conn:
-            return self._apply(conn, items)
+            applied = self._apply(conn, items)
+        self.bound_wal()
+        return applied
 
     def _apply(self, conn: Connection, items: Sequence[Item]) -> int:
         """Apply each event not applied before, recording its id in the same transaction."""
