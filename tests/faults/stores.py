@@ -61,13 +61,13 @@ def forget_relay_position(var_dir: Path, service: str) -> None:
         db.execute("DELETE FROM outbox_relay_positions WHERE relay = ?", (service,))
 
 
-def generation(var_dir: Path, name: str) -> int:
-    """The read model's current generation (bumped by each rebuild)."""
+def consumer_group(var_dir: Path, name: str) -> str:
+    """The consumer group the read model's projector reads with (its epoch and generation)."""
     with closing(_read_only(read_model(var_dir, name))) as db:
-        row = db.execute(
-            "SELECT generation FROM projection_state WHERE projection = ?", (name,)
+        generation, epoch = db.execute(
+            "SELECT generation, epoch FROM projection_state WHERE projection = ?", (name,)
         ).fetchone()
-    return int(row[0])
+    return f"ehr.projection.{name}.{epoch}.g{generation}"
 
 
 def checksum(path: Path) -> dict[str, tuple[int, str]]:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ehr_events.devplatform import Platform
 
 from .fhirclient import wait_until
-from .stores import PUBLISHERS, generation, relay_progress
+from .stores import PUBLISHERS, consumer_group, relay_progress
 
 #: The topics each read model follows.
 MODEL_TOPICS = {
@@ -69,7 +69,7 @@ async def _offsets(servers: str, group: str, topics: tuple[str, ...]) -> list[tu
 
 def lag(platform: Platform, model: str) -> int:
     """Records of the model's topics its consumer group has not committed yet."""
-    group = f"ehr.projection.{model}.g{generation(platform.var_dir, model)}"
+    group = consumer_group(platform.var_dir, model)
     pairs = asyncio.run(
         asyncio.wait_for(_offsets(bootstrap(platform), group, MODEL_TOPICS[model]), 20)
     )

@@ -15,7 +15,7 @@ from ehr_events.config import ServiceSettings, eventsourcing_env
 from ehr_events.db import make_engine
 from ehr_events.envelope import Envelope
 from ehr_events.outbox import OutboxRelay, PositionStore, event_id, make_producer
-from ehr_events.projection import ProjectionRunner
+from ehr_events.projection import ProjectionRunner, _runner_metadata, projection_state
 from ehr_events.testing import settings_for_test
 
 from .builders import Notes, NotesProjection, test_catalogue, translate
@@ -158,6 +158,52 @@ class RelayAndRunnerOnSQLite:
         assert rebuilt == 10
         assert self.checksum(runner) == before
         assert runner.generation() == 2
+
+    def test_a_read_model_created_afresh_reads_every_event_again(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        relay = self.make_relay(settings, broker, topic)
+        for i in range(10):
+            relay.app.take(f"patient-{i % 3}", "n")
+        asyncio.run(self.drain(relay))
+        runner = self.make_runner(settings, broker, topic)
+        asyncio.run(self.run_until(runner, 10))  # its group has committed every offset
+        before = self.checksum(runner)
+        lost_group = runner.group_id(runner.generation())
+
+        # the read model is lost (a new volume, a dropped schema); the broker keeps
+        # the offsets its group committed
+        runner.projection.metadata.drop_all(runner.engine)
+        _runner_metadata.drop_all(runner.engine)
+        afresh = self.make_runner(settings, broker, topic)
+        assert afresh.applied_count() == 0 and afresh.generation() == 1
+        assert afresh.group_id(1) != lost_group
+        asyncio.run(self.run_until(afresh, 10))
+        assert self.checksum(afresh) == before
+
+    def test_a_read_model_of_an_earlier_version_keeps_its_group_until_rebuilt(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        runner = self.make_runner(settings, broker, topic)
+        # the state table as earlier versions made it, without the epoch
+        with runner.engine.begin() as conn:
+            schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+            table = f'"{schema}".projection_state' if schema else "projection_state"
+            projection_state.drop(conn)
+            conn.exec_driver_sql(
+                f"CREATE TABLE {table} (projection VARCHAR(64) PRIMARY KEY, "
+                "generation INTEGER NOT NULL, applied BIGINT NOT NULL)"
+            )
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES ('notes', 3, 0)")
+        earlier = self.make_runner(settings, broker, topic)
+        assert earlier.group_id(earlier.generation()) == "ehr.projection.notes.g3"
+        asyncio.run(earlier.rebuild(idle_seconds=1, show_progress=False))
+        assert earlier.generation() == 4
+        assert earlier.group_id(4).startswith("ehr.projection.notes.")
+        assert earlier.group_id(4) != "ehr.projection.notes.g4"
+        # its projector, started again, reads under the rebuilt generation's group
+        again = self.make_runner(settings, broker, topic)
+        assert again.group_id(again.generation()) == earlier.group_id(4)
 
     def test_unusable_records_are_skipped_not_fatal(
         self, settings: ServiceSettings, broker: str, topic: str

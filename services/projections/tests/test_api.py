@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -339,8 +340,16 @@ def test_status_reports_generation_and_applied_events(
     audit_runner.apply_envelopes([access_decided("d-1", patient_id=PATIENT)])
     response = client.get("/projections/status", headers=tokens.headers(["nurse"]))
     assert response.status_code == 200
-    assert response.json() == {
+    statuses = response.json()
+    groups = {name: status.pop("group") for name, status in statuses.items()}
+    assert statuses == {
         "chart": {"generation": 1, "applied": 2},
         "audit": {"generation": 1, "applied": 1},
     }
+    # the groups the projectors read with, for lag tools: each read model's epoch
+    assert groups == {
+        "chart": chart.group_id(1),
+        "audit": audit_runner.group_id(1),
+    }
+    assert re.fullmatch(r"ehr\.projection\.chart\.[0-9a-f]{12}\.g1", groups["chart"])
     assert_problem(client.get("/projections/status"), 401)

@@ -6,7 +6,10 @@ relays), recorded in the same transaction as the read-model update, so a
 redelivery, a replay or a refilled broker changes nothing twice. The new events
 of a poll reach the projection together (:meth:`Projection.apply_batch`), in one
 transaction. Offsets are committed manually after the transaction, as a resume
-point only.
+point only. They belong to the read model they were committed for: the group's
+name carries an *epoch* drawn when the read model's state row is created, so a
+read model created afresh (its database lost, its schema dropped) reads every
+topic from the start instead of resuming where the lost one stopped.
 
 A rebuild drops the read model, bumps its *generation* (the consumer group name
 carries it, so the new group reads from the start) and replays. A running
@@ -30,6 +33,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -47,6 +51,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -77,6 +82,10 @@ projection_state = Table(
     Column("projection", String(64), primary_key=True),
     Column("generation", Integer, nullable=False),
     Column("applied", BigInteger, nullable=False),
+    #: Random, drawn when the row is created: part of the consumer group's name, so a
+    #: read model created afresh never inherits the offsets a lost one committed.
+    #: NULL in rows of earlier versions until their next rebuild (same group as before).
+    Column("epoch", String(32), nullable=True),
 )
 
 
@@ -115,7 +124,7 @@ FETCH_MAX_WAIT_MS = 50
 class Projection(ABC):
     """A read model: its tables, the topics it follows, and how an event changes it."""
 
-    #: Read-model name; the consumer group is ``ehr.projection.<name>.g<generation>``.
+    #: Read-model name; the consumer group is ``ehr.projection.<name>.<epoch>.g<generation>``.
     name: str
     #: Kafka topics it follows.
     topics: Sequence[str]
@@ -173,6 +182,8 @@ class ProjectionRunner:
         )
         #: on SQLite, the write-ahead log's size past which :meth:`bound_wal` truncates it
         self.wal_limit_bytes = wal_limit_bytes
+        #: this read model's epoch (see :meth:`group_id`), read by :meth:`setup`
+        self.epoch: str | None = None
         #: how long the last :meth:`rebuild` took to build the indexes at its end
         self.index_seconds = 0.0
         self.setup(indexes=indexes)
@@ -189,6 +200,7 @@ class ProjectionRunner:
         for attempt in range(5):
             try:
                 _runner_metadata.create_all(self.engine)
+                self._add_epoch_column()
                 self.projection.metadata.create_all(self.engine)
                 if indexes:
                     self.create_indexes()
@@ -196,15 +208,39 @@ class ProjectionRunner:
                     if self._state(conn) is None:
                         conn.execute(
                             projection_state.insert().values(
-                                projection=self.projection.name, generation=1, applied=0
+                                projection=self.projection.name,
+                                generation=1,
+                                applied=0,
+                                epoch=_new_epoch(),
                             )
                         )
+                    self.epoch = self._epoch(conn)
                 return
             except (IntegrityError, ProgrammingError, OperationalError):
                 # another process created the same tables or row at the same moment
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _add_epoch_column(self) -> None:
+        """Add ``projection_state.epoch`` to a table made by an earlier version."""
+        with self.engine.begin() as conn:
+            schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+            columns = inspect(conn).get_columns(projection_state.name, schema=schema)
+            if any(c["name"] == "epoch" for c in columns):
+                return
+            quote = conn.dialect.identifier_preparer.quote
+            table = quote(projection_state.name)
+            if schema:
+                table = f"{quote(schema)}.{table}"
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN epoch VARCHAR(32)")
+
+    def _epoch(self, conn: Connection) -> str | None:
+        return conn.execute(
+            select(projection_state.c.epoch).where(
+                projection_state.c.projection == self.projection.name
+            )
+        ).scalar_one_or_none()
 
     def _state(self, conn: Connection) -> tuple[int, int] | None:
         row = conn.execute(
@@ -215,8 +251,10 @@ class ProjectionRunner:
         return (int(row[0]), int(row[1])) if row else None
 
     def generation(self) -> int:
+        """The read model's generation; also refreshes :attr:`epoch`."""
         with self.engine.connect() as conn:
             state = self._state(conn)
+            self.epoch = self._epoch(conn)
         return state[0] if state else 1
 
     def applied_count(self) -> int:
@@ -231,7 +269,16 @@ class ProjectionRunner:
             )
 
     def group_id(self, generation: int) -> str:
-        return f"ehr.projection.{self.projection.name}.g{generation}"
+        """The consumer group of a generation of this read model.
+
+        Offsets the group commits are where a consumer resumes. They describe the
+        read model they were committed for: a read model created afresh (its
+        database lost, its schema dropped, a new volume) has a new epoch, so a new
+        group, which reads every topic from the start.
+        """
+        if self.epoch is None:
+            return f"ehr.projection.{self.projection.name}.g{generation}"
+        return f"ehr.projection.{self.projection.name}.{self.epoch}.g{generation}"
 
     def create_indexes(self) -> None:
         """Create the read model's missing indexes, then drop the ones listed in the
@@ -256,10 +303,11 @@ class ProjectionRunner:
                 )
             )
             generation = (self._state(conn) or (0, 0))[0] + 1
+            self.epoch = self._epoch(conn) or _new_epoch()
             conn.execute(
                 projection_state.update()
                 .where(projection_state.c.projection == self.projection.name)
-                .values(generation=generation, applied=0)
+                .values(generation=generation, applied=0, epoch=self.epoch)
             )
         if indexes:
             self.projection.metadata.create_all(self.engine)
@@ -599,6 +647,10 @@ class ProjectionRunner:
                 f"rebuild of {self.projection.name}: process {failed[0].name} "
                 f"exited with {failed[0].exitcode}"
             )
+
+
+def _new_epoch() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 def replay_worker(factory: Callable[[], ProjectionRunner], idle_seconds: float) -> None:

@@ -80,3 +80,5 @@ class AuditEntries(BaseModel):
 class ProjectionStatus(BaseModel):
     generation: int
     applied: int
+    #: the consumer group the read model's projector reads with (lag tools take it)
+    group: str

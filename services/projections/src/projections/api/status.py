@@ -17,10 +17,15 @@ def router(verifier: TokenVerifier, models: ReadModels) -> APIRouter:
 
     @api.get("/status", response_model=dict[str, ProjectionStatus])
     def status(_: Caller) -> dict[str, ProjectionStatus]:  # type: ignore[valid-type]
-        """Generation and number of applied events of each read model."""
-        return {
-            name: ProjectionStatus(generation=runner.generation(), applied=runner.applied_count())
-            for name, runner in models.runners().items()
-        }
+        """Generation, number of applied events and consumer group of each read model."""
+        statuses = {}
+        for name, runner in models.runners().items():
+            generation = runner.generation()
+            statuses[name] = ProjectionStatus(
+                generation=generation,
+                applied=runner.applied_count(),
+                group=runner.group_id(generation),
+            )
+        return statuses
 
     return api
