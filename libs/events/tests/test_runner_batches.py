@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from ehr_events.config import ServiceSettings
 from ehr_events.db import make_engine
@@ -205,3 +207,28 @@ def test_a_consumer_whose_stop_hangs_is_still_stopped() -> None:
     asyncio.run(_stop(consumer, "notes", timeout=0.3))  # type: ignore[arg-type]
     assert consumer.stopped
     assert time.monotonic() - started < 2
+
+
+class IndexesFailToo(ProjectionRunner):
+    """A runner whose database goes away between the replay and the index build."""
+
+    def create_indexes(self) -> None:
+        raise OperationalError("CREATE INDEX", {}, Exception("the database went away"))
+
+
+def test_a_rebuild_whose_index_build_fails_too_raises_the_replays_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ehr_events.devinfra import free_port
+
+    settings = settings_for_test(ServiceSettings, tmp_path)
+    runner = IndexesFailToo(
+        NotesProjection(),
+        make_engine(settings, "testing", "notes"),
+        bootstrap=f"127.0.0.1:{free_port()}",  # no broker there: the replay fails
+        catalogue=test_catalogue,
+        indexes=False,
+    )
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(asyncio.wait_for(runner.rebuild(idle_seconds=1, show_progress=False), 60))
+    assert "indexes not built after the failed rebuild (OperationalError)" in caplog.text

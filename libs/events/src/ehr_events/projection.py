@@ -590,15 +590,30 @@ class ProjectionRunner:
                 await self._replay_in_processes(factory, workers, idle_seconds, progress)
             else:
                 await self.replay(idle_seconds=idle_seconds, progress=progress)
+        except BaseException:
+            # also after a failure the read model gets its indexes; should that fail
+            # too (the database is away), the replay's error is the one raised
+            try:
+                await self._build_indexes()
+            except Exception as exc:  # noqa: BLE001 - the replay's error matters more
+                log.error(
+                    "%s: indexes not built after the failed rebuild (%s): the next "
+                    "projector or API start builds them",
+                    self.projection.name,
+                    type(exc).__name__,
+                )
+            raise
         finally:
             if progress is not None:
                 progress.close()
-            # also after a failure: the read model is never left without its indexes
-            started = time.monotonic()
-            await asyncio.to_thread(self.create_indexes)
-            self.index_seconds = time.monotonic() - started
-            log.info("%s: indexes built in %.2fs", self.projection.name, self.index_seconds)
+        await self._build_indexes()
         return await asyncio.to_thread(self.applied_count)
+
+    async def _build_indexes(self) -> None:
+        started = time.monotonic()
+        await asyncio.to_thread(self.create_indexes)
+        self.index_seconds = time.monotonic() - started
+        log.info("%s: indexes built in %.2fs", self.projection.name, self.index_seconds)
 
     def _applied_counter(self) -> int:
         """The running count of applied events (cheap, unlike :meth:`applied_count`)."""
