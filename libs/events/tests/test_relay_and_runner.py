@@ -88,6 +88,18 @@ class RelayAndRunnerOnSQLite:
             stop.set()
             await asyncio.wait_for(task, 15)
 
+    def ten_notes_projected(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> tuple[OutboxRelay, ProjectionRunner]:
+        """Ten notes of two patients relayed, and a runner that has applied them."""
+        relay = self.make_relay(settings, broker, topic)
+        for i in range(10):
+            relay.app.take(f"patient-{i % 2}", "n")
+        asyncio.run(self.drain(relay))
+        runner = self.make_runner(settings, broker, topic)
+        asyncio.run(self.run_until(runner, 10))
+        return relay, runner
+
     def test_relay_publishes_every_note_once_and_stores_its_position(
         self, settings: ServiceSettings, broker: str, topic: str
     ) -> None:
@@ -138,12 +150,7 @@ class RelayAndRunnerOnSQLite:
     def test_redelivered_and_replayed_events_change_nothing_twice(
         self, settings: ServiceSettings, broker: str, topic: str
     ) -> None:
-        relay = self.make_relay(settings, broker, topic)
-        for i in range(10):
-            relay.app.take(f"patient-{i % 2}", "n")
-        asyncio.run(self.drain(relay))
-        runner = self.make_runner(settings, broker, topic)
-        asyncio.run(self.run_until(runner, 10))
+        relay, runner = self.ten_notes_projected(settings, broker, topic)
         before = self.checksum(runner)
 
         # the relay forgets its position (a broker refilled from the store): all again
@@ -162,13 +169,8 @@ class RelayAndRunnerOnSQLite:
     def test_a_read_model_created_afresh_reads_every_event_again(
         self, settings: ServiceSettings, broker: str, topic: str
     ) -> None:
-        relay = self.make_relay(settings, broker, topic)
-        for i in range(10):
-            relay.app.take(f"patient-{i % 3}", "n")
-        asyncio.run(self.drain(relay))
-        runner = self.make_runner(settings, broker, topic)
-        asyncio.run(self.run_until(runner, 10))  # its group has committed every offset
-        before = self.checksum(runner)
+        _, runner = self.ten_notes_projected(settings, broker, topic)
+        before = self.checksum(runner)  # its group has committed every offset
         lost_group = runner.group_id(runner.generation())
 
         # the read model is lost (a new volume, a dropped schema); the broker keeps
