@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from ehr_events.config import ServiceSettings, eventsourcing_env
-from ehr_events.db import make_engine
+from ehr_events.db import make_engine, qualified_name, table_schema
 from ehr_events.envelope import Envelope
 from ehr_events.outbox import OutboxRelay, PositionStore, event_id, make_producer
 from ehr_events.projection import ProjectionRunner, _runner_metadata, projection_state
@@ -189,8 +189,9 @@ class RelayAndRunnerOnSQLite:
         runner = self.make_runner(settings, broker, topic)
         # the state table as earlier versions made it, without the epoch
         with runner.engine.begin() as conn:
-            schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-            table = f'"{schema}".projection_state' if schema else "projection_state"
+            table = qualified_name(
+                conn.dialect, projection_state, table_schema(conn, projection_state)
+            )
             projection_state.drop(conn)
             conn.exec_driver_sql(
                 f"CREATE TABLE {table} (projection VARCHAR(64) PRIMARY KEY, "

@@ -28,6 +28,8 @@ from sqlalchemy import Connection, Dialect, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert, UpdateBase
 
+from .db import qualified_name
+
 Row = tuple[Any, ...]
 Run = Callable[[Connection, Sequence[Row]], None]
 
@@ -150,8 +152,7 @@ def _copy(
 ) -> tuple[str, Run]:
     """An INSERT as psycopg's ``COPY ... FROM STDIN``, in the open transaction."""
     quote = dialect.identifier_preparer.quote
-    schema = schemas.get(table.schema, table.schema)
-    name = quote(table.name) if schema is None else f"{quote(schema)}.{quote(table.name)}"
+    name = qualified_name(dialect, table, schemas.get(table.schema, table.schema))
     columns = ", ".join(quote(table.c[key].name) for key in names)
     sql = f"COPY {name} ({columns}) FROM STDIN"
     dbapi_error = dialect.loaded_dbapi.Error

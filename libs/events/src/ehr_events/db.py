@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Dialect, Engine, Table, create_engine, event, text
 
 from .config import ServiceSettings, schema_for, sqlalchemy_url
 
@@ -60,3 +60,15 @@ def make_engine(
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         engine = engine.execution_options(schema_translate_map={None: schema})
     return engine
+
+
+def table_schema(conn: Connection, table: Table) -> str | None:
+    """The schema ``table`` is in on ``conn`` (its ``schema_translate_map`` applied)."""
+    schemas = conn.get_execution_options().get("schema_translate_map") or {}
+    return schemas.get(table.schema, table.schema)
+
+
+def qualified_name(dialect: Dialect, table: Table, schema: str | None) -> str:
+    """``table``'s quoted name in ``schema``, for SQL that SQLAlchemy does not write."""
+    quote = dialect.identifier_preparer.quote
+    return quote(table.name) if schema is None else f"{quote(schema)}.{quote(table.name)}"

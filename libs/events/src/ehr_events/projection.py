@@ -59,6 +59,7 @@ from sqlalchemy.schema import CreateTable
 
 from .bulk import BulkStatement
 from .catalogue import Catalogue, CatalogueError, IntegrationEvent, load_all
+from .db import qualified_name, table_schema
 from .envelope import Envelope, EnvelopeError
 
 log = logging.getLogger("ehr.projection")
@@ -224,16 +225,15 @@ class ProjectionRunner:
 
     def _add_epoch_column(self) -> None:
         """Add ``projection_state.epoch`` to a table made by an earlier version."""
+        epoch = projection_state.c.epoch
         with self.engine.begin() as conn:
-            schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+            schema = table_schema(conn, projection_state)
             columns = inspect(conn).get_columns(projection_state.name, schema=schema)
-            if any(c["name"] == "epoch" for c in columns):
+            if any(c["name"] == epoch.name for c in columns):
                 return
-            quote = conn.dialect.identifier_preparer.quote
-            table = quote(projection_state.name)
-            if schema:
-                table = f"{quote(schema)}.{table}"
-            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN epoch VARCHAR(32)")
+            table = qualified_name(conn.dialect, projection_state, schema)
+            column_type = epoch.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {epoch.name} {column_type}")
 
     def _epoch(self, conn: Connection) -> str | None:
         return conn.execute(
