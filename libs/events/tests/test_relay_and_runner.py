@@ -9,13 +9,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from ehr_events.config import ServiceSettings, eventsourcing_env
 from ehr_events.db import make_engine, qualified_name, table_schema
 from ehr_events.envelope import Envelope
 from ehr_events.outbox import OutboxRelay, PositionStore, event_id, make_producer
-from ehr_events.projection import ProjectionRunner, _runner_metadata, projection_state
+from ehr_events.projection import (
+    ProjectionRunner,
+    _runner_metadata,
+    projection_offsets,
+    projection_state,
+)
 from ehr_events.testing import settings_for_test
 
 from .builders import Notes, NotesProjection, test_catalogue, translate
@@ -182,6 +187,57 @@ class RelayAndRunnerOnSQLite:
         assert afresh.group_id(1) != lost_group
         asyncio.run(self.run_until(afresh, 10))
         assert self.checksum(afresh) == before
+
+    @staticmethod
+    def backup(runner: ProjectionRunner) -> list[tuple[Table, list[dict[str, object]]]]:
+        """Every row of the read model and of its runner's tables, as a backup holds them."""
+        tables = [*_runner_metadata.sorted_tables, *runner.projection.metadata.sorted_tables]
+        with runner.engine.connect() as conn:
+            return [(t, [dict(r._mapping) for r in conn.execute(select(t))]) for t in tables]
+
+    @staticmethod
+    def restore(runner: ProjectionRunner, backup: list[tuple[Table, list[dict[str, object]]]]):
+        with runner.engine.begin() as conn:
+            for table, rows in backup:
+                conn.execute(table.delete())
+                if rows:
+                    conn.execute(table.insert(), rows)
+
+    def test_a_read_model_restored_from_a_backup_reads_what_came_after_it(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        _, runner = self.ten_notes_projected(settings, broker, topic)
+        backup = self.backup(runner)
+        relay = self.make_relay(settings, broker, topic)
+        for i in range(10):
+            relay.app.take(f"patient-{i % 2}", "later")
+        asyncio.run(self.drain(relay))
+        asyncio.run(self.run_until(runner, 20))  # its group commits past the backup
+        after = self.checksum(runner)
+
+        self.restore(runner, backup)  # same epoch, same group: its offsets run ahead
+        restored = self.make_runner(settings, broker, topic)
+        assert restored.applied_count() == 10
+        asyncio.run(self.run_until(restored, 20))
+        assert self.checksum(restored) == after
+
+    def test_a_stored_offset_never_moves_a_consumer_forward(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        _, runner = self.ten_notes_projected(settings, broker, topic)
+        assert runner.stored_offsets(), "each batch stores where its partitions continue"
+        # the broker lost its log and its groups: the stored offsets name places in a
+        # log that is gone, and the group has committed nothing
+        with runner.engine.begin() as conn:
+            conn.execute(projection_offsets.update().values(next_offset=1000))
+            conn.execute(projection_state.update().values(epoch="0123456789ab"))
+        relay = self.make_relay(settings, broker, topic)
+        for i in range(5):
+            relay.app.take(f"patient-{i % 2}", "after the loss")
+        asyncio.run(self.drain(relay))
+        again = self.make_runner(settings, broker, topic)
+        asyncio.run(self.run_until(again, 15))
+        assert again.applied_count() == 15
 
     def test_a_read_model_of_an_earlier_version_keeps_its_group_until_rebuilt(
         self, settings: ServiceSettings, broker: str, topic: str

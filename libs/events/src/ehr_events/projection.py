@@ -9,7 +9,12 @@ transaction. Offsets are committed manually after the transaction, as a resume
 point only. They belong to the read model they were committed for: the group's
 name carries an *epoch* drawn when the read model's state row is created, so a
 read model created afresh (its database lost, its schema dropped) reads every
-topic from the start instead of resuming where the lost one stopped.
+topic from the start instead of resuming where the lost one stopped. Each batch
+also stores, in its own transaction, where each of its partitions continues; a
+consumer given a partition whose group committed past that point (a read model
+restored from a backup) goes back to it. It never goes forward: after a broker
+that lost its log, the stored point belongs to another log, and reading from
+the start again costs only time.
 
 A rebuild drops the read model, bumps its *generation* (the consumer group name
 carries it, so the new group reads from the start) and replays. A running
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import multiprocessing
@@ -35,7 +41,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -87,6 +93,16 @@ projection_state = Table(
     #: read model created afresh never inherits the offsets a lost one committed.
     #: NULL in rows of earlier versions until their next rebuild (same group as before).
     Column("epoch", String(32), nullable=True),
+)
+#: Where each partition continues after the batches the read model holds: written in
+#: each batch's transaction, so it always describes the read model's contents.
+projection_offsets = Table(
+    "projection_offsets",
+    _runner_metadata,
+    Column("projection", String(64), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("next_offset", BigInteger, nullable=False),
 )
 
 
@@ -297,11 +313,8 @@ class ProjectionRunner:
         """
         self.projection.metadata.drop_all(self.engine)
         with self.engine.begin() as conn:
-            conn.execute(
-                processed_events.delete().where(
-                    processed_events.c.projection == self.projection.name
-                )
-            )
+            for table in (processed_events, projection_offsets):
+                conn.execute(table.delete().where(table.c.projection == self.projection.name))
             generation = (self._state(conn) or (0, 0))[0] + 1
             self.epoch = self._epoch(conn) or _new_epoch()
             conn.execute(
@@ -350,7 +363,76 @@ class ProjectionRunner:
             state = self._state(conn)
             if state is None or state[0] != generation:
                 return None
-            return self._apply(conn, decoded)
+            applied = self._apply(conn, decoded)
+            # after the projection's writes: on SQLite the first write takes the lock
+            self._store_offsets(conn, records)
+            return applied
+
+    def _store_offsets(self, conn: Connection, records: Sequence[ConsumerRecord]) -> None:
+        """Record where each partition of the batch continues, in the batch's transaction."""
+        following: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            following[key] = max(following.get(key, 0), record.offset + 1)
+        if not following:
+            return
+        insert = _dialect_insert(conn)(projection_offsets)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[
+                projection_offsets.c.projection,
+                projection_offsets.c.topic,
+                projection_offsets.c.partition,
+            ],
+            set_={"next_offset": insert.excluded.next_offset},
+        )
+        # in one order everywhere: two consumers briefly sharing partitions during a
+        # rebalance lock the rows in the same order, never in a cycle
+        conn.execute(
+            upsert,
+            [
+                {"projection": self.projection.name, "topic": t, "partition": p, "next_offset": o}
+                for (t, p), o in sorted(following.items())
+            ],
+        )
+
+    def stored_offsets(self) -> dict[TopicPartition, int]:
+        """Where each partition continues after what the read model holds."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    projection_offsets.c.topic,
+                    projection_offsets.c.partition,
+                    projection_offsets.c.next_offset,
+                ).where(projection_offsets.c.projection == self.projection.name)
+            ).all()
+        return {TopicPartition(t, int(p)): int(o) for t, p, o in rows}
+
+    async def _resume_within_contents(
+        self, consumer: AIOKafkaConsumer, assigned: Iterable[TopicPartition]
+    ) -> None:
+        """Seek each newly assigned partition back to where the read model's contents end,
+        wherever its group committed past that point; never forward.
+
+        The group's commits run ahead of the read model when the read model was
+        restored from a backup (and, briefly, never otherwise: a batch's offsets are
+        committed after its transaction). Resuming from them would leave out every
+        event between the backup and the restore.
+        """
+        stored = await asyncio.to_thread(self.stored_offsets)
+        wanted = [tp for tp in assigned if tp in stored]
+        committed = await asyncio.gather(*(consumer.committed(tp) for tp in wanted))
+        for tp, group_offset in zip(wanted, committed, strict=True):
+            if group_offset is not None and stored[tp] < group_offset:
+                log.warning(
+                    "%s: %s/%d resumes at offset %d, where the read model's contents end, "
+                    "not at its group's %d",
+                    self.projection.name,
+                    tp.topic,
+                    tp.partition,
+                    stored[tp],
+                    group_offset,
+                )
+                consumer.seek(tp, stored[tp])
 
     def bound_wal(self) -> bool:
         """On SQLite, checkpoint the write-ahead log into the database and truncate it
@@ -466,6 +548,7 @@ class ProjectionRunner:
         generation = await asyncio.to_thread(self.generation)
         group = _GroupMembership()
         consumer = self._consumer(generation, batch_size, group)
+        group.on_assigned = functools.partial(self._resume_within_contents, consumer)
         await consumer.start()
         total = 0
         # the idle clock starts once the group has assigned this consumer its
@@ -484,6 +567,9 @@ class ProjectionRunner:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=linger)
                 batches = await consumer.getmany(timeout_ms=200, max_records=batch_size)
+                if group.error is not None:
+                    # where to resume is unknown: nothing of this poll is applied
+                    raise group.error
                 records = [r for batch in batches.values() for r in batch]
                 short_poll = 0 < len(records) < batch_size
                 done: tuple[int, dict[TopicPartition, int], int] | None = None
@@ -692,11 +778,18 @@ async def partition_count(bootstrap: str, topics: Sequence[str]) -> int:
 
 
 class _GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Whether the group has assigned this consumer its share yet, and rebalances."""
+    """Whether the group has assigned this consumer its share yet, and rebalances.
+
+    ``on_assigned`` runs on each assignment, before anything is fetched: where it
+    seeks, the consumer starts. The client only logs what a listener raises, so
+    its error is kept in ``error`` for the consuming loop to raise.
+    """
 
     def __init__(self) -> None:
         self.assigned = False
         self.rebalanced = False
+        self.on_assigned: Callable[[Any], Awaitable[None]] | None = None
+        self.error: Exception | None = None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.assigned = False
@@ -705,6 +798,11 @@ class _GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.assigned = True
         self.rebalanced = True
+        if self.on_assigned is not None and assigned:
+            try:
+                await self.on_assigned(assigned)
+            except Exception as exc:  # noqa: BLE001 - raised by the consuming loop
+                self.error = exc
 
 
 class _CollectorPause:
@@ -740,6 +838,17 @@ class _CollectorPause:
 
 
 collector_paused = _CollectorPause()
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    """The ``INSERT`` construct of the connection's dialect (for ``ON CONFLICT``)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"read models on {conn.dialect.name} are not supported")
+    return insert
 
 
 def _next_offsets(batches: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
