@@ -842,13 +842,13 @@ collector_paused = _CollectorPause()
 
 def _dialect_insert(conn: Connection) -> Any:
     """The ``INSERT`` construct of the connection's dialect (for ``ON CONFLICT``)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"read models on {conn.dialect.name} are not supported")
-    return insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialects = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    try:
+        return dialects[conn.dialect.name]
+    except KeyError:
+        raise ValueError(f"read models on {conn.dialect.name} are not supported") from None
 
 
 def _next_offsets(batches: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
