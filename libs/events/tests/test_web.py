@@ -59,3 +59,30 @@ def test_the_access_log_never_holds_the_query_string(
         client.get("/health/live", params={"family": SECRET_TEXT})
     assert "/health/live" in caplog.text
     assert SECRET_TEXT not in caplog.text
+
+
+def test_a_chunked_body_over_the_limit_is_refused_with_413(client: TestClient) -> None:
+    def chunks():  # no Content-Length: the limit counts what arrives
+        yield b'{"a": "'
+        for _ in range(10):
+            yield b"x" * 20
+        yield b'"}'
+
+    response = client.post("/echo", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_the_access_log_line_carries_the_status_that_was_answered(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="ehr.access"):
+        client.get("/boom")
+        client.post("/echo", content=b"x" * 200)
+        client.post("/echo", json={"a": 1})
+    lines = [r.getMessage() for r in caplog.records if r.name == "ehr.access"]
+    assert [line.split()[:3] for line in lines] == [
+        ["GET", "/boom", "500"],
+        ["POST", "/echo", "413"],
+        ["POST", "/echo", "200"],
+    ]

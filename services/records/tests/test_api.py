@@ -296,6 +296,23 @@ def test_a_body_over_one_mebibyte_is_refused(client: TestClient, tokens: TokenFa
     refusal.check(response, 413)
 
 
+def test_a_streamed_body_over_one_mebibyte_is_refused_as_too_large(
+    client: TestClient, tokens: TokenFactory
+) -> None:
+    refusal = Refusal(client)
+
+    def chunks():  # no Content-Length: the limit counts what arrives
+        yield b'{"mrn": "MRN-1", "address": [{"line": ["'
+        for _ in range(20):
+            yield b"x" * 65536
+        yield b'"]}]}'
+
+    headers = {**as_role(tokens, "frontdesk"), "Content-Type": "application/json"}
+    response = client.post("/patients", content=chunks(), headers=headers)
+    # 413, not the 400 of a body that failed to parse
+    refusal.check(response, 413)
+
+
 def test_an_allergy_with_invalid_values_is_refused(
     client: TestClient, tokens: TokenFactory
 ) -> None:

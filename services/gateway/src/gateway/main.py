@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from ehr_events.problems import Problem, install_problem_handlers
 from ehr_events.security import TokenVerifier
-from ehr_events.web import AccessLogMiddleware, BodyLimitMiddleware, UnhandledErrorMiddleware
+from ehr_events.web import ServiceMiddleware
 
 from .access import DecisionLog, open_gateway_application
 from .api import audit, identity
@@ -94,15 +94,11 @@ def create_app(settings: GatewaySettings, verifier: TokenVerifier | None = None)
         decisions=decisions,
     )
     app.add_middleware(
-        BodyLimitMiddleware,
+        ServiceMiddleware,
         max_bytes=settings.max_body_bytes,
-        respond=functools.partial(body_too_large, settings.max_body_bytes),
-    )
-    app.add_middleware(
-        UnhandledErrorMiddleware,
-        respond=lambda path: error_response(
+        too_large=functools.partial(body_too_large, settings.max_body_bytes),
+        failed=lambda path: error_response(
             path, Problem("The server could not complete the request.", status=500, title="Error")
         ),
     )
-    app.add_middleware(AccessLogMiddleware)
     return app

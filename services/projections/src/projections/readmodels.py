@@ -10,10 +10,10 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 
 from ehr_events.db import make_engine
 from ehr_events.projection import Projection, ProjectionRunner
+from ehr_events.web import run_blocking
 
 from .audit import AuditProjection
 from .chart import ChartProjection
@@ -120,13 +120,13 @@ async def read(
     """``query(engine, ...)`` from a route: on SQLite in the event loop, else in a thread.
 
     A SQLite read model is a local file in WAL mode, where readers never wait for
-    the writer: handing a read to a worker thread (waking it, anyio's machinery)
+    the writer: handing a read to a worker thread (waking it, handing the GIL over)
     cost several times the read itself. PostgreSQL is a network round trip that
     can hang while the server is away, so it stays off the event loop.
     """
     if engine.dialect.name == "sqlite":
         return query(engine, *args, **kwargs)
-    return await run_in_threadpool(query, engine, *args, **kwargs)
+    return await run_blocking(query, engine, *args, **kwargs)
 
 
 @dataclass

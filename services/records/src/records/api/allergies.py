@@ -6,11 +6,10 @@
 from typing import TYPE_CHECKING, TypeAlias
 
 from fastapi import APIRouter, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from ehr_events.policy import roles_for
 from ehr_events.security import Principal, TokenVerifier
-from ehr_events.web import principal_dependency
+from ehr_events.web import principal_dependency, run_blocking
 
 from .deps import Records
 from .schemas import AllergyCreate, AllergyCreated, AllergyPublic, AllergyRefute, CommandResult
@@ -40,7 +39,7 @@ def build_router(verifier: TokenVerifier) -> APIRouter:
         response: Response,
     ) -> AllergyCreated:
         """Record an allergy or intolerance of a registered patient."""
-        saved = await run_in_threadpool(
+        saved = await run_blocking(
             records.record_allergy, patient_id, body.model_dump(), principal.actor()
         )
         response.headers["Location"] = f"/allergies/{saved.id}"
@@ -49,14 +48,14 @@ def build_router(verifier: TokenVerifier) -> APIRouter:
     @router.get("/allergies/{allergy_id}")
     async def read_allergy(allergy_id: str, principal: Reader, records: Records) -> AllergyPublic:
         """Read an allergy as currently recorded."""
-        return AllergyPublic.of(await run_in_threadpool(records.get_allergy, allergy_id))
+        return AllergyPublic.of(await run_blocking(records.get_allergy, allergy_id))
 
     @router.post("/allergies/{allergy_id}/refute")
     async def refute_allergy(
         allergy_id: str, body: AllergyRefute, principal: Writer, records: Records
     ) -> CommandResult:
         """Refute an allergy: it was recorded, but the patient does not have it."""
-        saved = await run_in_threadpool(
+        saved = await run_blocking(
             records.refute_allergy,
             allergy_id,
             body.expected_version,

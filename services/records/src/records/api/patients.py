@@ -6,11 +6,10 @@
 from typing import TYPE_CHECKING, TypeAlias
 
 from fastapi import APIRouter, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from ehr_events.policy import roles_for
 from ehr_events.security import Principal, TokenVerifier
-from ehr_events.web import principal_dependency
+from ehr_events.web import principal_dependency, run_blocking
 
 from .deps import Records
 from .schemas import CommandResult, DemographicsUpdate, PatientCreate, PatientCreated, PatientPublic
@@ -37,7 +36,7 @@ def build_router(verifier: TokenVerifier) -> APIRouter:
         body: PatientCreate, principal: Writer, records: Records, response: Response
     ) -> PatientCreated:
         """Register a patient under an MRN not registered before."""
-        saved = await run_in_threadpool(
+        saved = await run_blocking(
             records.register_patient, body.mrn, body.demographics(), principal.actor()
         )
         response.headers["Location"] = f"/patients/{saved.id}"
@@ -46,14 +45,14 @@ def build_router(verifier: TokenVerifier) -> APIRouter:
     @router.get("/{patient_id}")
     async def read_patient(patient_id: str, principal: Reader, records: Records) -> PatientPublic:
         """Read a patient's current demographics."""
-        return PatientPublic.of(await run_in_threadpool(records.get_patient, patient_id))
+        return PatientPublic.of(await run_blocking(records.get_patient, patient_id))
 
     @router.put("/{patient_id}/demographics")
     async def update_demographics(
         patient_id: str, body: DemographicsUpdate, principal: Writer, records: Records
     ) -> CommandResult:
         """Replace a patient's demographics, as of the version the caller read."""
-        saved = await run_in_threadpool(
+        saved = await run_blocking(
             records.update_demographics,
             patient_id,
             body.expected_version,
