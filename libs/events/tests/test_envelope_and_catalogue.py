@@ -88,3 +88,33 @@ def test_every_catalogue_type_follows_the_naming_rule() -> None:
 def test_envelope_builder_sets_the_partition_key() -> None:
     envelope = envelope_for(NoteTakenV2(note_id="n", patient_id="p-7", text="t", language="en"))
     assert envelope.key == "p-7"
+
+
+class _LooseNoteTaken(NoteTakenV2):
+    """Claims the catalogue's type but is not its schema, and lets a field be anything."""
+
+    model_config = {"frozen": True, "extra": "allow"}
+
+
+def test_the_relay_checks_an_event_that_is_not_of_its_catalogue_schema() -> None:
+    from eventsourcing.application import Application
+
+    from ehr_events.outbox import envelope_of
+
+    from .builders import Notes, translate
+
+    notes = Notes()  # the in-memory store: no I/O
+    notes.take("patient-1", "fine")
+    notification = notes.recorder.select_notifications(start=None, limit=1)[0]
+    app: Application = notes
+    envelope = envelope_of(app, translate, "testing", notification, test_catalogue)
+    assert envelope is not None and envelope.data["text"] == "fine"
+
+    def loose(domain_event: object) -> NoteTakenV2 | None:
+        built = translate(domain_event)
+        assert built is not None
+        return _LooseNoteTaken(**built.model_dump(), surprise=1)
+
+    # the same event from a class the catalogue does not hold: checked, and refused
+    with pytest.raises(CatalogueError, match="surprise"):
+        envelope_of(app, loose, "testing", notification, test_catalogue)
