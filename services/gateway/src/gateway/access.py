@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -49,6 +49,9 @@ class Decision:
     client_address: str | None = None
     decision_id: uuid.UUID = field(default_factory=uuid.uuid4)
     decided_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
 
 
 class AccessDecision(Aggregate):
@@ -112,7 +115,9 @@ class AccessDecision(Aggregate):
 
     @classmethod
     def take(cls, decision: Decision) -> AccessDecision:
-        fields: dict[str, Any] = asdict(decision)
+        # a shallow copy: every value of a decision is immutable (``asdict`` would
+        # copy each of them recursively, on every request the gateway answers)
+        fields: dict[str, Any] = {name: getattr(decision, name) for name in _DECISION_FIELDS}
         fields["id"] = fields.pop("decision_id")
         fields["roles"] = sorted(decision.roles)
         return cls(**fields)
