@@ -17,8 +17,10 @@ from pathlib import Path
 
 #: The services whose event store an outbox relay publishes.
 PUBLISHERS = ("identity", "records", "gateway")
-#: Bookkeeping of the projection runner that a rebuild changes on purpose.
-RUNNER_STATE = frozenset({"projection_state"})
+#: Bookkeeping of the projection runner, not the read model's contents: its
+#: generation (a rebuild bumps it) and where each partition continues (events
+#: published again sit at later offsets). Which events it applied is compared.
+RUNNER_STATE = frozenset({"projection_state", "projection_offsets"})
 
 
 def event_store(var_dir: Path, service: str) -> Path:
