@@ -93,14 +93,21 @@ class RelayAndRunnerOnSQLite:
             stop.set()
             await asyncio.wait_for(task, 15)
 
+    def notes_relayed(
+        self, settings: ServiceSettings, broker: str, topic: str, count: int, text: str = "n"
+    ) -> OutboxRelay:
+        """``count`` more notes of two patients, taken and relayed to the topic."""
+        relay = self.make_relay(settings, broker, topic)
+        for i in range(count):
+            relay.app.take(f"patient-{i % 2}", text)
+        asyncio.run(self.drain(relay))
+        return relay
+
     def ten_notes_projected(
         self, settings: ServiceSettings, broker: str, topic: str
     ) -> tuple[OutboxRelay, ProjectionRunner]:
         """Ten notes of two patients relayed, and a runner that has applied them."""
-        relay = self.make_relay(settings, broker, topic)
-        for i in range(10):
-            relay.app.take(f"patient-{i % 2}", "n")
-        asyncio.run(self.drain(relay))
+        relay = self.notes_relayed(settings, broker, topic, 10)
         runner = self.make_runner(settings, broker, topic)
         asyncio.run(self.run_until(runner, 10))
         return relay, runner
@@ -208,10 +215,7 @@ class RelayAndRunnerOnSQLite:
     ) -> None:
         _, runner = self.ten_notes_projected(settings, broker, topic)
         backup = self.backup(runner)
-        relay = self.make_relay(settings, broker, topic)
-        for i in range(10):
-            relay.app.take(f"patient-{i % 2}", "later")
-        asyncio.run(self.drain(relay))
+        self.notes_relayed(settings, broker, topic, 10, "later")
         asyncio.run(self.run_until(runner, 20))  # its group commits past the backup
         after = self.checksum(runner)
 
@@ -231,10 +235,7 @@ class RelayAndRunnerOnSQLite:
         with runner.engine.begin() as conn:
             conn.execute(projection_offsets.update().values(next_offset=1000))
             conn.execute(projection_state.update().values(epoch="0123456789ab"))
-        relay = self.make_relay(settings, broker, topic)
-        for i in range(5):
-            relay.app.take(f"patient-{i % 2}", "after the loss")
-        asyncio.run(self.drain(relay))
+        self.notes_relayed(settings, broker, topic, 5, "after the loss")
         again = self.make_runner(settings, broker, topic)
         asyncio.run(self.run_until(again, 15))
         assert again.applied_count() == 15
