@@ -92,8 +92,9 @@ class ServiceMiddleware:
     * writes one access-log line: method, path, status, milliseconds.
 
     One layer, not three: each ASGI layer costs every request a coroutine and a
-    wrapped ``send`` (in ``make bench`` the three layers cost the bare endpoint
-    about a fifth of its CPU per request at 200 requests a second).
+    wrapped ``send``. (At 200 requests a second the bare endpoint spent 0.8–0.97 ms
+    of CPU per request with these, 0.66–0.76 ms as a plain FastAPI app: the access
+    log line is most of the difference, and kept.)
     ``too_large`` and ``failed`` answer those two cases (the gateway answers
     ``OperationOutcome`` on its FHIR routes); by default, problem details.
     """
