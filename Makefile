@@ -5,9 +5,13 @@ UV := $(PYTHON) -m uv
 
 .PHONY: setup run test bench lint fmt clean rebuild rotate-key
 
-setup: ## install uv if missing, then the locked workspace
+# Bytecode is compiled at install, ours too: where PYTHONDONTWRITEBYTECODE is set
+# (as on the development machine) no process writes it, and each start compiled
+# every module it imports again: about 3 s of CPU a process, 1 s with it compiled.
+setup: ## install uv if missing, then the locked workspace, compiled to bytecode
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
+	@$(UV) run --frozen python -m compileall -q libs/events/src services/*/src bench >/dev/null
 
 run: setup ## the whole platform on the embedded default; gateway on http://127.0.0.1:8000
 	@bash scripts/run.sh

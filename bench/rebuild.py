@@ -89,6 +89,7 @@ def run_rebuild(
     database_url: str = "",
     max_seconds: float = 600.0,
     on_first_batch: Any = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Run the rebuild command to its end and time it (see the module docstring)."""
     env = {**env, "EHR_VAR_DIR": str(var_dir)}
@@ -104,6 +105,8 @@ def run_rebuild(
         sys.executable, "-m", "projections", "rebuild", "chart",
         "--idle-seconds", str(IDLE_SECONDS),
     ]  # fmt: skip
+    if workers is not None:
+        command += ["--workers", str(workers)]
     with open(var_dir / "log" / "rebuild.out", "ab") as out:
         started = time.monotonic()
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -132,6 +132,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="stop the rebuild after this long and report the rate so far (0: no limit)",
     )  # fmt: skip
     parser.add_argument(
+        "--rebuild-workers", type=int, default=None,
+        help="processes of the rebuild (default: the command's own, one per partition)",
+    )  # fmt: skip
+    parser.add_argument(
         "--bare-seconds", type=float, default=6.0, help="recorded seconds per bare phase"
     )
     parser.add_argument("--drain-seconds", type=float, default=10.0,
@@ -526,6 +530,7 @@ class Run:
             database_url=self.database_url,
             max_seconds=args.rebuild_max_seconds or float("inf"),
             on_first_batch=profile_rebuild,
+            workers=args.rebuild_workers,
         )
         if self.recorder.running:
             for key, path in self.recorder.finish().items():
@@ -628,6 +633,8 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
         "lag_rate": args.lag_rate,
         "rebuild_events": args.rebuild_events,
         "rebuild_max_seconds": args.rebuild_max_seconds,
+        # only when chosen: runs of the default compare with the runs before the flag
+        **({"rebuild_workers": args.rebuild_workers} if args.rebuild_workers else {}),
         "skip": sorted(args.skip),
         "order": "saturation, lag, then fixed rate",
     }
