@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cpu import tree_cpu
+from .cpu import machine_busy, tree_cpu
 
 IDLE_SECONDS = 1.0
 REBUILD_SCHEMA = "bench_rebuild"
@@ -75,6 +75,14 @@ def _index_seconds(output: Path) -> float:
     return float(found[-1]) if found else 0.0
 
 
+def _cores(
+    first: tuple[float, int] | None, last: tuple[float, int], before: float, after: float
+) -> float | None:
+    if first is None or last[0] - first[0] < 0.5:
+        return None
+    return (after - before) / (last[0] - first[0])
+
+
 def drop_rebuild_schema(database_url: str) -> None:
     import psycopg
 
@@ -112,6 +120,8 @@ def run_rebuild(
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         first: tuple[float, int] | None = None
         last: tuple[float, int] = (started, 0)
+        # CPU seconds (the machine's, the command's process tree) at first and last
+        first_cpu = last_cpu = (0.0, 0.0)
         cpu = 0.0
         timed_out = False
         try:
@@ -127,10 +137,12 @@ def run_rebuild(
                 if applied:
                     if first is None:
                         first = (now, applied)
+                        first_cpu = (machine_busy(), cpu)
                         if on_first_batch is not None:
                             on_first_batch(process.pid)
                     if applied != last[1]:
                         last = (now, applied)
+                        last_cpu = (machine_busy(), cpu)
                 time.sleep(0.1)
             finished = time.monotonic()
             final = counter() or last[1]
@@ -156,5 +168,12 @@ def run_rebuild(
         "index_seconds": index_seconds,
         "applying_per_second": applying_events / applying_seconds if applying_seconds else 0.0,
         "cpu_seconds": cpu,
+        # cores busy between the first and the last applied batch (index build
+        # excluded): the whole machine's, and the rebuild command's processes'
+        "applying_machine_cores": _cores(first, last, first_cpu[0], last_cpu[0]),
+        "applying_rebuild_cores": _cores(first, last, first_cpu[1], last_cpu[1]),
+        "applying_rebuild_cpu_us_per_event": (
+            (last_cpu[1] - first_cpu[1]) / applying_events * 1e6 if applying_events else None
+        ),
         "window": (first[0] if first else started, last[0]),
     }

@@ -543,6 +543,12 @@ class Run:
             f"  {r['events']:,} events in {r['wall_seconds']:.1f}s: applying "
             f"{r['applying_per_second']:,.0f}/s, wall {r['wall_per_second']:,.0f}/s"
         )
+        if r.get("applying_machine_cores") is not None:
+            say(
+                f"  while applying: machine {r['applying_machine_cores']:.2f} cores busy, "
+                f"the rebuild's processes {r['applying_rebuild_cores']:.2f}, "
+                f"{r['applying_rebuild_cpu_us_per_event']:.0f} µs of their CPU per event"
+            )
 
     # -- the whole run --------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -956,6 +962,13 @@ def closing_notes(figures: list[Figure], run: Run) -> list[str]:
                 f"{report.fmt(f.target, f.unit)}: the rebuild command and its processes used "
                 f"{cpu_share:.2f} cores over its run, of {CORES}"
             )
+            machine, own = r.get("applying_machine_cores"), r.get("applying_rebuild_cores")
+            if machine is not None and own is not None:
+                text += (
+                    f"; while applying, the machine was {machine:.2f} cores busy and the "
+                    f"rebuild's processes {own:.2f}, "
+                    f"{r.get('applying_rebuild_cpu_us_per_event') or 0:.0f} µs of CPU per event"
+                )
             notes.append(text + _profile_text(run, "rebuild.rebuild"))
             continue
         phase = run.phases.get(f.phase, {})
