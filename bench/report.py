@@ -52,9 +52,14 @@ class Figure:
     #: How much slower the cores ran during the figure's phase than during its
     #: baseline's: the ratio of the speed probe's medians (set for CPU-bound figures).
     speed: float | None = None
+    #: The median of the ratios of rounds measured in pairs (the baseline's window
+    #: right before the figure's): the ratio, when set.
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.value is None or not self.baseline:
             return None
         return self.value / self.baseline

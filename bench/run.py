@@ -217,6 +217,11 @@ class Run:
         self.token_at = 0.0
         self.idle_level = 0.0
         self.patient_ids: list[str] = []
+        #: the bare endpoint's server and its windows, by ``<kind>.<mode>``
+        self.bare_server: subprocess.Popen[bytes] | None = None
+        self.bare_url = ""
+        self.bare_windows = 0
+        self.bare_rounds: dict[str, list[dict[str, Any]]] = {}
         self.load = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self.probe = SpeedProbe()
 
@@ -275,57 +280,56 @@ class Run:
             say(f"    (platform busy for {waited:.1f}s after the phase)")
 
     # -- steps ----------------------------------------------------------------------
-    def bare_baselines(self) -> None:
+    def start_bare(self) -> None:
+        """The bare endpoint's server, up for the whole run: each platform phase's round
+        is preceded by a bare phase in the same mode (see :meth:`in_rounds`)."""
         say("bare endpoint (the services' HTTP stack, nothing behind it)")
         port = free_port()
         log_dir = self.work / "bare" / "log"
         log_dir.mkdir(parents=True)
-        server = subprocess.Popen(
+        self.bare_server = subprocess.Popen(
             [sys.executable, "-m", "bench.bare", "--port", str(port), "--log-dir", str(log_dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        try:
-            wait_for_port(port)
-            url = f"http://127.0.0.1:{port}"
-            kinds = ("bare_post", "bare_get")
-            # both modes in rounds, in turns: the baselines at saturation, which the
-            # saturation figures are held against, are as exposed to a slow spell of
-            # the host as the fixed-rate ones (a single window's p99 moved by half)
-            names = [f"{kind}.{mode}" for mode in ("saturate", "rate") for kind in kinds]
-            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-            for _ in range(self.args.rounds):
-                for name in names:
-                    kind, mode = name.split(".")
-                    self.drive_bare(name, Target(url, kind), mode, server.pid)
-                    rounds[name].append(self.phases.pop(name))
-            for name in names:
-                self.phases[name] = median_round(rounds[name])
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+        wait_for_port(port)
+        self.bare_url = f"http://127.0.0.1:{port}"
+        say(f"  up on {self.bare_url}")
 
-    def drive_bare(self, name: str, target: Target, mode: str, pid: int) -> None:
-        # the bare server is the only metered process
+    def stop_bare(self) -> None:
+        if self.bare_server is not None:
+            self.bare_server.terminate()
+            self.bare_server.wait(timeout=10)
+            self.bare_server = None
+
+    def drive_bare(self, kind: str, mode: str) -> dict[str, Any]:
+        """One window of the bare endpoint (``bare_post`` or ``bare_get``) in ``mode``;
+        kept among all of that kind and mode, whose median is the phases table's row."""
+        assert self.bare_server is not None
         args = self.args
+        name = f"{kind}.{mode}"
         phase = Phase(
             name=name,
-            target=target,
+            target=Target(self.bare_url, kind),
             mode=mode,
             seconds=args.bare_seconds,
             warmup_seconds=1.0,
             rate=args.rate if mode == "rate" else 0.0,
             concurrency=args.concurrency,
-            pids={"bare-endpoint": pid},
+            # the bare server is the only metered process
+            pids={"bare-endpoint": self.bare_server.pid},
             drain_seconds=args.drain_seconds,
         )
-        result = summarize_phase(self.load.submit(run_phase, phase, len(self.phases)).result())
+        self.bare_windows += 1
+        seed = 10_000 + self.bare_windows
+        result = summarize_phase(self.load.submit(run_phase, phase, seed).result())
         result["probe_ms"] = self.probe.median(*result["window"])
-        self.phases[name] = result
+        self.bare_rounds.setdefault(name, []).append(result)
         say(
-            f"  {name}: {result['throughput']:.0f}/s p50 {report.fmt(result['p50_ms'], 'ms')} "
-            f"p99 {report.fmt(result['p99_ms'], 'ms')}"
+            f"    (bare {mode}: {result['throughput']:.0f}/s p50 "
+            f"{report.fmt(result['p50_ms'], 'ms')} p99 {report.fmt(result['p99_ms'], 'ms')})"
         )
+        return result
 
     def database_baselines(self) -> None:
         say("database: single-row commits")
@@ -437,13 +441,19 @@ class Run:
         """Run the phases of ``plan`` in ``--rounds`` rounds, in turn, each then settled;
         each phase's figures are the median of its rounds (:func:`median_round`).
 
-        A phase's target is built when it runs (the patients created so far, a fresh
-        token), and its processes are profiled (with ``--profile``) in the first round.
+        Right before each round of a phase, the bare endpoint runs a window in the
+        same mode (``bare_post`` before writes, ``bare_get`` before reads): its
+        baseline, paired round by round (see :func:`paired_ratio`). A phase's target
+        is built when it runs (the patients created so far, a fresh token), and its
+        processes are profiled (with ``--profile``) in the first round.
         """
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plan}
+        paired: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plan}
         for round_number in range(self.args.rounds):
             for name, make_target, profile in plan:
                 target = make_target()
+                if self.bare_server is not None:
+                    paired[name].append(self.drive_bare(bare_kind(target.kind), mode))
                 result = self.drive(
                     name, target, mode, profile=profile if round_number == 0 else ()
                 )
@@ -454,6 +464,8 @@ class Run:
                 self.settle()
         for name, results in rounds.items():
             self.phases[name] = median_round(results)
+            if paired[name]:
+                self.phases[name]["paired"] = median_round(paired[name])
 
     def fixed_rate(self) -> None:
         """The fixed-rate phases, last: where the platform cannot keep up, the backlog
@@ -486,8 +498,16 @@ class Run:
         self.in_rounds(plan, "rate")
 
     def lag(self) -> None:
+        """Creates at a low fixed rate, some watched until the chart shows them; right
+        before, the broker's round trip and the bare endpoint at the same rate, the
+        baselines of its figures, so that all three meet the host at the same speed."""
         args = self.args
+        if "broker" not in set(args.skip):
+            self.broker_round_trip()
         say(f"event-to-chart lag: creates at {args.lag_rate:g}/s, every {args.lag_every}th watched")
+        bare = None
+        if self.bare_server is not None:
+            bare = self.drive_bare("bare_post", "rate")
         result = self.drive(
             "lag",
             self.target("create_patient", minimal=True),
@@ -498,6 +518,9 @@ class Run:
             profile=("records-relay", "chart-projector"),
         )
         self.patient_ids += result.pop("created_ids")
+        if bare is not None:
+            self.phases["lag"]["paired"] = median_round([bare])
+            self.phases["lag"]["rounds"] = median_round([self.phases["lag"]])["rounds"]
         self.settle()
 
     def ensure_patients(self) -> None:
@@ -587,14 +610,13 @@ class Run:
             self.database_url = postgres_url()
         self.probe.start()
         skip = set(args.skip)
-        if "bare" not in skip:
-            self.bare_baselines()
         if "db" not in skip:
             self.database_baselines()
-        self.start_platform()
         try:
+            if "bare" not in skip:
+                self.start_bare()
+            self.start_platform()
             steps = (
-                ("broker", self.broker_round_trip),
                 ("writes", self.writes),
                 ("lag", self.lag),
                 ("reads", self.reads),
@@ -604,7 +626,13 @@ class Run:
             for name, step in steps:
                 if name not in skip:
                     step()
+            if "lag" in skip and "broker" not in skip:
+                self.broker_round_trip()
         finally:
+            self.stop_bare()
+            # the phases table's bare rows: the median of every window of a kind and mode
+            for name, results in self.bare_rounds.items():
+                self.phases[name] = median_round(results)
             if self.platform is not None:
                 self.platform.stop()
             self.load.shutdown()
@@ -728,7 +756,10 @@ def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
         values = sorted((r[q] for r in results), key=_slowest_last)
         chosen[q] = values[len(values) // 2]
     chosen["rounds"] = [
-        {k: r.get(k) for k in ("throughput", "p50_ms", "p95_ms", "p99_ms", "probe_ms")}
+        {
+            k: r.get(k)
+            for k in ("throughput", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request", "probe_ms")
+        }
         for r in results
     ]
     return chosen
@@ -737,6 +768,34 @@ def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
 def _slowest_last(latency: float | None) -> tuple[bool, float]:
     """Sort key of a latency; None (requests never answered) after any answer."""
     return latency is None, latency or 0.0
+
+
+def paired_ratio(result: dict[str, Any], key: str) -> float | None:
+    """The median over a phase's rounds of ``key`` over the same of the bare window run
+    right before it. The ratio of two medians would hold the figure of one round
+    against the baseline of another, minutes apart: the host's speed moved the
+    cores by up to 60% in less (see the speed probe), and a ratio by as much."""
+    rounds, paired = result.get("rounds") or [], (result.get("paired") or {}).get("rounds") or []
+    if not paired:
+        return None
+    ratios = []
+    for figure, baseline in zip(rounds, paired, strict=True):
+        if not baseline.get(key):
+            continue
+        # a percentile that fell on requests never answered is slower than any answer
+        value = figure.get(key)
+        ratios.append(math.inf if value is None else value / baseline[key])
+    if not ratios:
+        return None
+    ratios.sort()
+    middle = ratios[len(ratios) // 2]
+    return None if math.isinf(middle) else middle
+
+
+def bare_kind(target_kind: str) -> str:
+    """The bare endpoint's request that stands for a platform request: a POST of a
+    Patient-sized body for a create, a GET for a read or search."""
+    return "bare_post" if target_kind.startswith("create") else "bare_get"
 
 
 def _busiest(result: dict[str, Any]) -> tuple[str, float]:
@@ -756,6 +815,14 @@ def build_figures(run: Run) -> list[Figure]:
     def get(phase: str, key: str) -> Any:
         return p.get(phase, {}).get(key)
 
+    def base(phase: str, bare: str, key: str) -> dict[str, Any]:
+        """A figure's baseline: the bare windows paired with its phase's rounds (their
+        median, and the median of the rounds' ratios), else the phase ``bare``."""
+        pair = get(phase, "paired")
+        if pair:
+            return {"baseline": pair.get(key), "paired_ratio": paired_ratio(p[phase], key)}
+        return {"baseline": get(bare, key)}
+
     def latency_rows(
         group: str, label: str, phase: str, bare: str, target: float | None, key: str = ""
     ) -> None:
@@ -768,7 +835,7 @@ def build_figures(run: Run) -> list[Figure]:
                     value=get(phase, f"{q}_ms"),
                     unit="ms",
                     baseline_label=f"bare {q}",
-                    baseline=get(bare, f"{q}_ms"),
+                    **base(phase, bare, f"{q}_ms"),
                     target_op="<=" if q == "p99" and target is not None else "",
                     target=target if q == "p99" else None,
                     phase=phase,
@@ -809,7 +876,7 @@ def build_figures(run: Run) -> list[Figure]:
                 value=get(phase, "cpu_ms_per_request"),
                 unit="ms",
                 baseline_label="bare CPU/req",
-                baseline=get(bare, "cpu_ms_per_request"),
+                **base(phase, bare, "cpu_ms_per_request"),
                 phase=phase,
                 note=get(phase, "cpu_breakdown") or "",
                 baseline_phase=bare,
@@ -827,9 +894,9 @@ def build_figures(run: Run) -> list[Figure]:
                 get(fixed, "throughput"),
                 "/s",
                 "bare /s",
-                get(bare, "throughput"),
                 phase=fixed,
                 note=_kept_up(p.get(fixed), args.rate),
+                **base(fixed, bare, "throughput"),
             )  # fmt: skip
         )
         latency_rows(group, f"{label} {rate}", fixed, bare, target)
@@ -916,9 +983,9 @@ def build_figures(run: Run) -> list[Figure]:
                 get(sat, "throughput"),
                 "/s",
                 "bare /s",
-                get("bare_get.saturate", "throughput"),
                 phase=sat,
                 baseline_phase="bare_get.saturate",
+                **base(sat, "bare_get.saturate", "throughput"),
             )  # fmt: skip
         )
         latency_rows(group, f"{label} saturation", sat, "bare_get.saturate", None)
@@ -963,8 +1030,9 @@ def build_figures(run: Run) -> list[Figure]:
     for f in figures:
         # CPU-bound figures: at saturation the cores set the pace, so a change of the
         # cores' speed between the figure's phase and its baseline's moves the ratio
+        # (a ratio of paired rounds needs no such correction: both met the same cores)
         here, there = get(f.phase, "probe_ms"), get(f.baseline_phase, "probe_ms")
-        if ".saturate" in f.phase and here and there:
+        if ".saturate" in f.phase and here and there and f.paired_ratio is None:
             f.speed = here / there
     return figures
 
