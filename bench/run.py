@@ -117,7 +117,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "window's (by p99)",
     )  # fmt: skip
     parser.add_argument(
-        "--saturation-seconds", type=float, default=5.0, help="recorded seconds at saturation"
+        "--saturation-seconds", type=float, default=8.0, help="recorded seconds at saturation"
     )
     parser.add_argument("--warmup-seconds", type=float, default=2.0)
     parser.add_argument(
