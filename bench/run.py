@@ -220,7 +220,6 @@ class Run:
         #: the bare endpoint's server and its windows, by ``<kind>.<mode>``
         self.bare_server: subprocess.Popen[bytes] | None = None
         self.bare_url = ""
-        self.bare_windows = 0
         self.bare_rounds: dict[str, list[dict[str, Any]]] = {}
         self.load = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self.probe = SpeedProbe()
@@ -320,8 +319,7 @@ class Run:
             pids={"bare-endpoint": self.bare_server.pid},
             drain_seconds=args.drain_seconds,
         )
-        self.bare_windows += 1
-        seed = 10_000 + self.bare_windows
+        seed = 10_000 + sum(len(windows) for windows in self.bare_rounds.values())
         result = summarize_phase(self.load.submit(run_phase, phase, seed).result())
         result["probe_ms"] = self.probe.median(*result["window"])
         self.bare_rounds.setdefault(name, []).append(result)
@@ -422,7 +420,10 @@ class Run:
             f"writes at saturation, {self.args.rounds} round(s) in turn (Prefer: return=minimal: "
             "acknowledged once stored; default return: answered once the chart shows it)"
         )
-        ids = lambda: tuple(self.patient_ids[:5000])  # noqa: E731 - the patients created so far
+
+        def ids() -> tuple[str, ...]:
+            return tuple(self.patient_ids[:5000])  # the patients created so far
+
         # patients first: the allergies and the reads use their ids
         self.in_rounds(
             [
@@ -520,7 +521,7 @@ class Run:
         self.patient_ids += result.pop("created_ids")
         if bare is not None:
             self.phases["lag"]["paired"] = median_round([bare])
-            self.phases["lag"]["rounds"] = median_round([self.phases["lag"]])["rounds"]
+            self.phases["lag"]["rounds"] = [round_summary(self.phases["lag"])]
         self.settle()
 
     def ensure_patients(self) -> None:
@@ -755,14 +756,14 @@ def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
     for q in ("p50_ms", "p95_ms"):
         values = sorted((r[q] for r in results), key=_slowest_last)
         chosen[q] = values[len(values) // 2]
-    chosen["rounds"] = [
-        {
-            k: r.get(k)
-            for k in ("throughput", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request", "probe_ms")
-        }
-        for r in results
-    ]
+    chosen["rounds"] = [round_summary(r) for r in results]
     return chosen
+
+
+def round_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What a phase keeps of each of its rounds (``rounds`` in the JSON)."""
+    keys = ("throughput", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request", "probe_ms")
+    return {k: result.get(k) for k in keys}
 
 
 def _slowest_last(latency: float | None) -> tuple[bool, float]:
