@@ -18,8 +18,8 @@ from .builders import patient_registered
 PATIENT = "5d2f0c4e-8b1a-4e6f-9a3d-7c2b1e0f4a59"
 #: The indexes this version adds in place of the retired ones.
 ADDED = {
-    "ix_chart_patient_names_family_patient",
-    "ix_chart_patient_names_given_patient",
+    "ix_chart_patient_names_family_partial",
+    "ix_chart_patient_names_given_partial",
     "ix_chart_patients_birth_date_patient",
 }
 RETIRED = {index.name for index in metadata.info["retired_indexes"]}

@@ -233,10 +233,10 @@ class TestQueriesOnSQLite(QueriesOnSQLite):
     @pytest.mark.parametrize(
         ("search", "names_index"),
         [
-            (dict(family=["mu"]), "ix_chart_patient_names_family_patient"),
-            (dict(given=["jo"]), "ix_chart_patient_names_given_patient"),
+            (dict(family=["mu"]), "ix_chart_patient_names_family_partial"),
+            (dict(given=["jo"]), "ix_chart_patient_names_given_partial"),
             (dict(birthdate=["ge1980"]), "ix_chart_patients_birth_date_patient"),
-            (dict(family=["mu"], birthdate=["1980"]), "ix_chart_patient_names_family_patient"),
+            (dict(family=["mu"], birthdate=["1980"]), "ix_chart_patient_names_family_partial"),
         ],
     )
     def test_a_search_reads_the_matching_ids_from_an_index_and_only_their_rows(
