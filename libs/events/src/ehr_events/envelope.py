@@ -84,30 +84,49 @@ class Envelope(BaseModel):
     @classmethod
     def from_kafka(cls, headers: Any, value: bytes | None) -> Envelope:
         """Parse a Kafka message written by :meth:`to_kafka`."""
-        try:
-            # other headers, unknown extensions too, are dropped
-            attrs: dict[str, Any] = {
-                _HEADER_FIELDS[name]: raw.decode()
-                if isinstance(raw, bytes | bytearray)
-                else str(raw)
-                for name, raw in headers or ()
-                if name in _HEADER_FIELDS
-            }
-        except UnicodeDecodeError as exc:
-            raise EnvelopeError("a CloudEvents attribute is not UTF-8") from exc
-        for required in ("id", "source", "type", "specversion"):
-            if required not in attrs:
-                raise EnvelopeError(f"missing CloudEvents attribute {required!r}")
-        if attrs["specversion"] != SPECVERSION:
-            raise EnvelopeError("unsupported CloudEvents specversion")
-        attrs["data"] = _parse_json(value or b"{}")
+        attrs = _attributes(headers)
+        attrs["data"] = parse_json(value or b"{}")
+        return cls._validated(attrs)
+
+    @classmethod
+    def from_kafka_headers(cls, headers: Any) -> Envelope:
+        """The envelope of a Kafka message without its data (``data`` is empty).
+
+        For a consumer that reads the message's value straight into its event's
+        schema (:meth:`~ehr_events.catalogue.Catalogue.upcast_json`): the data's
+        dict is never built, checked or freed, a fifth of what decoding a record
+        cost. The attributes are read and checked as :meth:`from_kafka` reads them.
+        """
+        return cls._validated(_attributes(headers))
+
+    @classmethod
+    def _validated(cls, attrs: dict[str, Any]) -> Envelope:
         try:
             return cls.model_validate(attrs)
         except ValueError as exc:
             raise EnvelopeError("invalid CloudEvents attributes") from exc
 
 
-def _parse_json(value: bytes | bytearray | str) -> Any:
+def _attributes(headers: Any) -> dict[str, Any]:
+    """The CloudEvents attributes of a message's headers (other headers, unknown
+    extensions too, are dropped), the required ones checked."""
+    try:
+        attrs: dict[str, Any] = {
+            _HEADER_FIELDS[name]: raw.decode() if isinstance(raw, _BYTES) else str(raw)
+            for name, raw in headers or ()
+            if name in _HEADER_FIELDS
+        }
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError("a CloudEvents attribute is not UTF-8") from exc
+    for required in ("id", "source", "type", "specversion"):
+        if required not in attrs:
+            raise EnvelopeError(f"missing CloudEvents attribute {required!r}")
+    if attrs["specversion"] != SPECVERSION:
+        raise EnvelopeError("unsupported CloudEvents specversion")
+    return attrs
+
+
+def parse_json(value: bytes | bytearray | str) -> Any:
     """The JSON document ``value``, exactly as ``json.loads`` reads it, about twice as fast.
 
     pydantic's parser refuses a few documents ``json.loads`` takes (a byte-order
@@ -123,6 +142,10 @@ def _parse_json(value: bytes | bytearray | str) -> Any:
     except ValueError as exc:  # not JSON, or not UTF-8
         raise EnvelopeError("event data is not JSON") from exc
 
+
+#: Header values the client hands over as bytes (a tuple: ``bytes | bytearray``, a
+#: union built on every header of every record, took a third of the headers' parsing).
+_BYTES = (bytes, bytearray)
 
 #: The envelope field each Kafka header carries; unknown extensions (the spec
 #: allows them) and other headers are not read.

@@ -70,7 +70,8 @@ from .envelope import Envelope, EnvelopeError
 
 log = logging.getLogger("ehr.projection")
 
-#: A decoded event: its envelope and its payload, upcast to the newest version.
+#: A decoded event: its envelope and its payload, upcast to the newest version. The
+#: runner's envelopes carry no ``data``: the payload is the event.
 Item = tuple[Envelope, IntegrationEvent]
 
 #: Most bound values in one ``IN (...)`` (SQLite builds before 3.32 allow 999 in all).
@@ -334,8 +335,9 @@ class ProjectionRunner:
     def decode(self, record: ConsumerRecord) -> Item | None:
         """Envelope and upcast event of a record; None (and a warning) if unusable."""
         try:
-            envelope = Envelope.from_kafka(record.headers, record.value)
-            event = self.catalogue.upcast(envelope.type, envelope.data)
+            # the value is read straight into the event: the envelope keeps no data
+            envelope = Envelope.from_kafka_headers(record.headers)
+            event = self.catalogue.upcast_json(envelope.type, record.value)
         except (EnvelopeError, CatalogueError) as exc:
             log.warning(
                 "%s: skipping record at %s/%d/%d: %s",

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..envelope import parse_json
+
 TYPE_PATTERN = re.compile(r"^ehr\.(?P<context>[a-z]+)\.(?P<name>[A-Za-z]+)\.v(?P<version>\d+)$")
 
 
@@ -94,10 +96,7 @@ class Catalogue:
         try:
             return self.schema(event_type).model_validate(data)
         except ValidationError as exc:
-            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-            raise CatalogueError(
-                f"{event_type} data does not match its schema (fields: {', '.join(fields)})"
-            ) from None
+            raise _mismatch(event_type, exc) from None
 
     def latest_type(self, event_type: str) -> str:
         latest = self._latest.get(event_type)
@@ -129,6 +128,37 @@ class Catalogue:
             version += 1
             current, current_data = f"ehr.{context}.{name}.v{version}", step(current_data)
         return self.validate(current, current_data)
+
+    def upcast_json(self, event_type: str, value: bytes | None) -> IntegrationEvent:
+        """:meth:`upcast` of the data a message's value holds as JSON text.
+
+        Data of the newest version is read from the text straight into its schema,
+        with no dict in between. Older data, and text pydantic's parser refuses but
+        ``json.loads`` reads (see :func:`~ehr_events.envelope.parse_json`), go the
+        way of :meth:`upcast`. What either refuses raises :class:`CatalogueError`,
+        or :class:`~ehr_events.envelope.EnvelopeError` if it is not JSON at all.
+        """
+        text = value or b"{}"
+        if self.latest_type(event_type) == event_type:
+            try:
+                return self.schema(event_type).model_validate_json(text)
+            except ValidationError as exc:
+                if not any(e["type"] == "json_invalid" for e in exc.errors()):
+                    raise _mismatch(event_type, exc) from None
+        data = parse_json(text)
+        if not isinstance(data, dict):
+            raise CatalogueError(f"{event_type} data is not a JSON object")
+        return self.upcast(event_type, data)
+
+
+def _mismatch(event_type: str, exc: ValidationError) -> CatalogueError:
+    """The error for data that does not match its schema: it names the fields, never
+    their values (they may be PHI)."""
+    fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+    return CatalogueError(
+        f"{event_type} data does not match its schema "
+        f"(fields: {', '.join(fields) or 'the data as a whole'})"
+    )
 
 
 #: The platform's catalogue; the context modules below register into it.
