@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
+import struct
 import uuid
 from pathlib import Path
 
@@ -23,7 +25,23 @@ from ehr_events.projection import (
 )
 from ehr_events.testing import settings_for_test
 
-from .builders import Notes, NotesProjection, test_catalogue, translate
+from .builders import (
+    Notes,
+    NotesProjection,
+    NoteTakenV2,
+    envelope_for,
+    test_catalogue,
+    translate,
+)
+
+
+def wal_frames(database: str) -> tuple[int, int]:
+    """Frames in a SQLite database's write-ahead log, and how many of them are copied
+    into the database file: ``mxFrame`` of the wal-index header and ``nBackfill`` of
+    its checkpoint information (SQLite's documented shared-memory layout), read
+    without taking a lock or checkpointing anything."""
+    header = Path(f"{database}-shm").read_bytes()[:136]
+    return struct.unpack_from("=I", header, 16)[0], struct.unpack_from("=I", header, 96)[0]
 
 
 class RelayAndRunnerOnSQLite:
@@ -334,6 +352,55 @@ class TestRelayAndRunnerOnSQLite(RelayAndRunnerOnSQLite):
         asyncio.run(story())
         assert sum(batches) == 12
         assert len(batches) <= 4, batches
+
+    def test_the_log_of_a_burst_is_copied_into_the_file_once_the_consumer_is_idle(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        self.notes_relayed(settings, broker, topic, 10)
+        runner = self.make_runner(settings, broker, topic)
+        database = str(runner.engine.url.database)
+
+        async def story() -> tuple[int, int]:
+            stop = asyncio.Event()
+            task = asyncio.create_task(runner.run(stop))
+            try:
+                deadline = asyncio.get_running_loop().time() + 30
+                while await asyncio.to_thread(runner.applied_count) < 10:
+                    assert asyncio.get_running_loop().time() < deadline, "did not catch up"
+                    await asyncio.sleep(0.05)
+                # SQLite alone copies nothing of a log this small: the idle runner does
+                while (frames := wal_frames(database))[1] < frames[0]:
+                    assert asyncio.get_running_loop().time() < deadline, frames
+                    await asyncio.sleep(0.05)
+                return frames
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 15)
+
+        logged, copied = asyncio.run(story())
+        assert logged > 0 and copied == logged
+
+    def test_settling_the_log_waits_for_no_reader_and_completes_after_them(
+        self, settings: ServiceSettings, broker: str, topic: str
+    ) -> None:
+        runner = self.make_runner(settings, broker, topic)
+        database = str(runner.engine.url.database)
+        reader = sqlite3.connect(database)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM projection_state").fetchone()
+            note = NoteTakenV2(note_id="n-1", patient_id="p-1", text="t", language="en")
+            runner.apply_envelopes([(envelope_for(note, "e-1"), note)])
+            # the reader's snapshot predates the write: nothing can be copied yet
+            assert runner.settle_wal() is False
+            logged, copied = wal_frames(database)
+            assert copied < logged
+        finally:
+            reader.rollback()
+            reader.close()
+        assert runner.settle_wal() is True
+        logged, copied = wal_frames(database)
+        assert logged > 0 and copied == logged
 
 
 @pytest.mark.postgres
