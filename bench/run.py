@@ -946,31 +946,37 @@ def build_figures(run: Run) -> list[Figure]:
 
     commit = b.get("commit", {})
 
-    def write_rate_row(group: str, sat: str, label: str) -> None:
-        """A write's rate at saturation, held against the bare endpoint's POST at
-        saturation, paired round by round. The platform serves a tenth of the event
-        store's single-row commit rate and is CPU-bound there: the commit rate (an
-        fsync each) moved by 40% between two runs while the writes moved by 7%, so
-        as the ratio's baseline it only added its own noise. The note says what share
-        of it the writes reach."""
-        value, commits = get(sat, "throughput"), commit.get("per_second")
-        note = ""
-        if value and commits:
-            note = f"{value / commits:.0%} of the event store's {commits:,.0f} single-row commits/s"
+    def saturation_rows(group: str, sat: str, label: str, bare: str, note: str = "") -> None:
+        """Rate, latencies and CPU per request of a phase at saturation, each held
+        against the bare endpoint at saturation (``bare``), paired round by round."""
         figures.append(
             Figure(
                 f"{sat}.rps",
                 group,
                 f"{label} saturation: req/s",
-                value,
+                get(sat, "throughput"),
                 "/s",
                 "bare /s",
                 phase=sat,
-                baseline_phase="bare_post.saturate",
+                baseline_phase=bare,
                 note=note,
-                **base(sat, "bare_post.saturate", "throughput"),
+                **base(sat, bare, "throughput"),
             )  # fmt: skip
         )
+        latency_rows(group, f"{label} saturation", sat, bare, None)
+        cpu_row(group, f"{label} saturation", sat, bare)
+
+    def commit_share(sat: str) -> str:
+        """What share of the event store's single-row commit rate a write phase reached.
+
+        The writes' rate is held against the bare endpoint's POST, not this: the
+        platform serves a tenth of the commit rate and is CPU-bound there, and the
+        commit rate (an fsync each) moved by 40% between two runs while the writes
+        moved by 7%, so as the ratio's baseline it only added its own noise."""
+        value, commits = get(sat, "throughput"), commit.get("per_second")
+        if not value or not commits:
+            return ""
+        return f"{value / commits:.0%} of the event store's {commits:,.0f} single-row commits/s"
 
     for name, label in (
         ("patient.create", "create Patient"),
@@ -979,14 +985,15 @@ def build_figures(run: Run) -> list[Figure]:
         group = "writes (return=minimal)"
         fixed_rate_rows(group, name, label, "bare_post.rate", WRITE_P99_MS)
         sat = f"{name}.saturate"
-        write_rate_row(group, sat, label)
-        latency_rows(group, f"{label} saturation", sat, "bare_post.saturate", None)
-        cpu_row(group, f"{label} saturation", sat, "bare_post.saturate")
+        saturation_rows(group, sat, label, "bare_post.saturate", commit_share(sat))
     full = "patient.create-full.saturate"
-    group = "writes (default return: waits for the chart)"
-    write_rate_row(group, full, "create Patient")
-    latency_rows(group, "create Patient saturation", full, "bare_post.saturate", None)
-    cpu_row(group, "create Patient saturation", full, "bare_post.saturate")
+    saturation_rows(
+        "writes (default return: waits for the chart)",
+        full,
+        "create Patient",
+        "bare_post.saturate",
+        commit_share(full),
+    )
 
     trip = b.get("broker_round_trip", {})
     for q, target in (("p50", None), ("p99", LAG_P99_MS)):
@@ -1019,24 +1026,8 @@ def build_figures(run: Run) -> list[Figure]:
         ("patient.read", "read Patient by id"),
         ("patient.search", "search Patient by family"),
     ):
-        group = "reads"
-        fixed_rate_rows(group, name, label, "bare_get.rate", READ_P99_MS)
-        sat = f"{name}.saturate"
-        figures.append(
-            Figure(
-                f"{sat}.rps",
-                group,
-                f"{label} saturation: req/s",
-                get(sat, "throughput"),
-                "/s",
-                "bare /s",
-                phase=sat,
-                baseline_phase="bare_get.saturate",
-                **base(sat, "bare_get.saturate", "throughput"),
-            )  # fmt: skip
-        )
-        latency_rows(group, f"{label} saturation", sat, "bare_get.saturate", None)
-        cpu_row(group, f"{label} saturation", sat, "bare_get.saturate")
+        fixed_rate_rows("reads", name, label, "bare_get.rate", READ_P99_MS)
+        saturation_rows("reads", f"{name}.saturate", label, "bare_get.saturate")
 
     r = run.rebuild
     produce = b.get("broker_produce", {})
