@@ -163,6 +163,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="short phases and 10 000 events: a smoke run, not figures",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.quick:
         args.rate_seconds, args.saturation_seconds, args.lag_seconds = 3.0, 3.0, 4.0
         args.warmup_seconds, args.bare_seconds, args.drain_seconds = 1.0, 3.0, 5.0
@@ -441,34 +443,45 @@ class Run:
         )  # fmt: skip
 
     def in_rounds(
-        self, plan: list[tuple[str, Callable[[], Target], tuple[str, ...]]], mode: str
+        self,
+        plan: list[tuple[str, Callable[[], Target], tuple[str, ...]]],
+        mode: str,
+        **drive: Any,
     ) -> None:
         """Run the phases of ``plan`` in ``--rounds`` rounds, in turn, each then settled;
         each phase's figures are the median of its rounds (:func:`median_round`).
 
         Right before each round of a phase, the bare endpoint runs a window in the
-        same mode (``bare_post`` before writes, ``bare_get`` before reads): its
-        baseline, paired round by round (see :func:`paired_ratio`). A phase's target
-        is built when it runs (the patients created so far, a fresh token), and its
-        processes are profiled (with ``--profile``) in the first round.
+        same mode (``bare_post`` before writes, ``bare_get`` before reads) and at the
+        same rate: its baseline, paired round by round (see :func:`paired_ratio`). A
+        phase's target is built when it runs (the patients created so far, a fresh
+        token), and its processes are profiled (with ``--profile``) in the first
+        round. ``drive`` goes to :meth:`drive` (rate, seconds, lag watching). A
+        phase that watches the lag has its lag taken over the samples of every
+        round together (:func:`lag_percentiles`).
         """
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plan}
         paired: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plan}
+        lags: dict[str, list[float | None]] = {name: [] for name, _, _ in plan}
         for round_number in range(self.args.rounds):
             for name, make_target, profile in plan:
                 target = make_target()
                 if self.bare_server is not None:
-                    paired[name].append(self.drive_bare(bare_kind(target.kind), mode))
+                    bare = self.drive_bare(bare_kind(target.kind), mode, drive.get("rate"))
+                    paired[name].append(bare)
                 result = self.drive(
-                    name, target, mode, profile=profile if round_number == 0 else ()
+                    name, target, mode, profile=profile if round_number == 0 else (), **drive
                 )
                 created = result.pop("created_ids")
                 if target.kind == "create_patient":
                     self.patient_ids += created
+                lags[name] += result.pop("lag_values_ms", [])
                 rounds[name].append(self.phases.pop(name))
                 self.settle()
         for name, results in rounds.items():
             self.phases[name] = median_round(results)
+            if lags[name]:
+                self.phases[name].update(lag_percentiles(lags[name]))
             if paired[name]:
                 self.phases[name]["paired"] = median_round(paired[name])
 
@@ -512,36 +525,21 @@ class Run:
         args = self.args
         if "broker" not in set(args.skip):
             self.broker_round_trip()
-        rounds = max(1, args.rounds)
-        seconds = args.lag_seconds / rounds
+        seconds = args.lag_seconds / args.rounds
         say(
             f"event-to-chart lag: creates at {args.lag_rate:g}/s, every {args.lag_every}th "
-            f"watched, {rounds} round(s) of {seconds:g}s"
+            f"watched, {args.rounds} round(s) of {seconds:g}s"
         )
-        results: list[dict[str, Any]] = []
-        paired: list[dict[str, Any]] = []
-        lags: list[float | None] = []
-        for round_number in range(rounds):
-            if self.bare_server is not None:
-                paired.append(self.drive_bare("bare_post", "rate", rate=args.lag_rate))
-            result = self.drive(
-                "lag",
-                self.target("create_patient", minimal=True),
-                "rate",
-                rate=args.lag_rate,
-                seconds=seconds,
-                lag_every=args.lag_every,
-                profile=("records-relay", "chart-projector") if round_number == 0 else (),
-            )
-            self.patient_ids += result.pop("created_ids")
-            lags += result.pop("lag_values_ms", [])
-            results.append(self.phases.pop("lag"))
-            self.settle()
-        merged = median_round(results)
-        merged.update(lag_percentiles(lags))
-        if paired:
-            merged["paired"] = median_round(paired)
-        self.phases["lag"] = merged
+        self.in_rounds(
+            [
+                ("lag", lambda: self.target("create_patient", minimal=True),
+                 ("records-relay", "chart-projector")),
+            ],
+            "rate",
+            rate=args.lag_rate,
+            seconds=seconds,
+            lag_every=args.lag_every,
+        )  # fmt: skip
 
     def ensure_patients(self) -> None:
         """Patients to read, when the write phases did not run."""
@@ -728,10 +726,6 @@ def summarize_phase(result: dict[str, Any]) -> dict[str, Any]:
         statuses.get(k, 0) for k in ("unfinished", "TimeoutError", "ServerTimeoutError")
     )
     padded = latencies + [math.inf] * unanswered
-
-    def finite(value: float | None) -> float | None:
-        return None if value is None or math.isinf(value) else value
-
     result.update(
         # open loop: what was due in the window, over the time it took to answer it
         throughput=result["ok"] / max(result["seconds"], result.pop("last_done")),
@@ -756,15 +750,16 @@ def summarize_phase(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def finite(value: float | None) -> float | None:
+    """A percentile, or None where it fell on what never answered (infinite)."""
+    return None if value is None or math.isinf(value) else value
+
+
 def lag_percentiles(lags: list[float | None]) -> dict[str, Any]:
     """The lag's figures from its samples; a write the chart never showed (None) counts
     as slower than any it did."""
     seen = [lag for lag in lags if lag is not None]
     padded = seen + [math.inf] * (len(lags) - len(seen))
-
-    def finite(value: float | None) -> float | None:
-        return None if value is None or math.isinf(value) else value
-
     return {
         "lag_samples": len(lags),
         "lag_unseen": len(lags) - len(seen),

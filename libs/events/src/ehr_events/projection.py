@@ -630,7 +630,8 @@ class ProjectionRunner:
                     applied, offsets, size = done
                     await _commit(consumer, offsets)
                     total += applied
-                    wal_settled = wal_settled and not applied
+                    if applied:
+                        wal_settled = False
                     if progress is not None:
                         progress.update(size)
                 if group.rebalanced:
