@@ -11,8 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Table, select
 
+from ehr_events import projection
 from ehr_events.config import ServiceSettings, eventsourcing_env
 from ehr_events.db import make_engine, qualified_name, table_schema
 from ehr_events.envelope import Envelope
@@ -352,6 +354,69 @@ class TestRelayAndRunnerOnSQLite(RelayAndRunnerOnSQLite):
         asyncio.run(story())
         assert sum(batches) == 12
         assert len(batches) <= 4, batches
+
+    def test_offsets_are_committed_once_an_interval_while_batches_come_and_when_idle(
+        self, settings: ServiceSettings, broker: str, topic: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        relay = self.make_relay(settings, broker, topic)
+        runner = self.make_runner(settings, broker, topic)
+        runner.commit_interval_seconds = 60.0
+        commits: list[dict[TopicPartition, int]] = []
+        commit = projection._commit
+
+        async def counting(consumer, offsets, *args):  # type: ignore[no-untyped-def]
+            commits.append(dict(offsets))
+            await commit(consumer, offsets, *args)
+
+        monkeypatch.setattr(projection, "_commit", counting)
+
+        async def committed(group: str) -> int:
+            """Records of the topic the group's committed offsets cover."""
+            consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group)
+            await consumer.start()
+            try:
+                await consumer.topics()
+                parts = consumer.partitions_for_topic(topic) or set()
+                found = [await consumer.committed(TopicPartition(topic, p)) for p in parts]
+                return sum(o or 0 for o in found)
+            finally:
+                await consumer.stop()
+
+        async def story() -> tuple[int, int, int]:
+            stop = asyncio.Event()
+            task = asyncio.create_task(runner.run(stop))
+            try:
+                relay.app.take("patient-0", "first")
+                await relay.run_once()
+                while await asyncio.to_thread(runner.applied_count) < 1:  # joined, caught up
+                    await asyncio.sleep(0.05)
+                while not commits:  # the first poll that finds nothing commits
+                    await asyncio.sleep(0.05)
+                commits.clear()
+                # a trickle, 40 ms apart: a batch every poll or two, never an empty poll
+                for i in range(12):
+                    relay.app.take(f"patient-{i % 3}", f"note {i}")
+                    await relay.run_once()
+                    await asyncio.sleep(0.04)
+                deadline = asyncio.get_running_loop().time() + 30
+                while await asyncio.to_thread(runner.applied_count) < 13:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+                during = len(commits)
+                while len(commits) == during:  # the consumer falls idle: it commits
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+                group = runner.group_id(runner.generation())
+                return during, len(commits), await committed(group)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 15)
+                await relay.close()
+
+        during, after, covered = asyncio.run(story())
+        assert during <= 1, "a commit per batch"
+        assert after == during + 1
+        assert covered == 13, "the idle commit covers every applied record"
 
     def test_the_log_of_a_burst_is_copied_into_the_file_once_the_consumer_is_idle(
         self, settings: ServiceSettings, broker: str, topic: str

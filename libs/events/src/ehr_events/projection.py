@@ -5,8 +5,12 @@ group. Idempotency is keyed by the event's id (stable across republishing by the
 relays), recorded in the same transaction as the read-model update, so a
 redelivery, a replay or a refilled broker changes nothing twice. The new events
 of a poll reach the projection together (:meth:`Projection.apply_batch`), in one
-transaction. Offsets are committed manually after the transaction, as a resume
-point only. They belong to the read model they were committed for: the group's
+transaction. Offsets are committed after the transaction, as a resume point
+only: at most once a second while batches keep coming, and as soon as a poll finds
+nothing new (a consumer that resumes from an older commit skips by id what it
+applied since). Each commit is a request for the broker and a round trip the
+consumer waits for: a commit after every batch, when events trickle in, is one per
+event. Offsets belong to the read model they were committed for: the group's
 name carries an *epoch* drawn when the read model's state row is created, so a
 read model created afresh (its database lost, its schema dropped) reads every
 topic from the start instead of resuming where the lost one stopped. Each batch
@@ -125,9 +129,15 @@ _count_applied = (
 #: events ran 4% slower, within the noise, with a limit of 64 MB.
 WAL_LIMIT_BYTES = 256 << 20
 
+#: Least time between two offset commits while batches keep coming (see
+#: :meth:`ProjectionRunner._consume`).
+COMMIT_INTERVAL_SECONDS = 1.0
+
 #: Longest an offset commit may take before the consumer is given up and started
 #: again (a commit normally takes milliseconds; see :func:`_commit`).
 COMMIT_TIMEOUT_SECONDS = 15.0
+#: Longest the last commit of a consumer being stopped may take.
+STOP_COMMIT_TIMEOUT_SECONDS = 2.0
 
 
 class ConsumerStalled(RuntimeError):
@@ -184,6 +194,7 @@ class ProjectionRunner:
         catalogue: Catalogue | None = None,
         batch_size: int = 500,
         rebuild_batch_size: int = 5000,
+        commit_interval_seconds: float = COMMIT_INTERVAL_SECONDS,
         fetch_max_wait_ms: int | None = None,
         indexes: bool = True,
         wal_limit_bytes: int = WAL_LIMIT_BYTES,
@@ -195,6 +206,8 @@ class ProjectionRunner:
         #: records per transaction when following the topics, and when rebuilding
         self.batch_size = batch_size
         self.rebuild_batch_size = rebuild_batch_size
+        #: least time between two offset commits while batches keep coming
+        self.commit_interval_seconds = commit_interval_seconds
         self.fetch_max_wait_ms = (
             projection.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
         )
@@ -579,7 +592,9 @@ class ProjectionRunner:
         """Consume under the current generation until stopped (or idle); returns applied.
 
         Fetching overlaps applying: while one batch is applied (in a thread), the
-        next is polled. A batch's offsets are committed once it is applied.
+        next is polled. The offsets of applied batches are committed once
+        ``commit_interval_seconds`` has passed since the last commit, when a poll
+        finds nothing new, and when the consumer is stopped.
         """
         batch_size = batch_size or self.batch_size
         generation = await asyncio.to_thread(self.generation)
@@ -600,6 +615,9 @@ class ProjectionRunner:
         applying_size = 0
         linger = self.projection.linger_seconds if linger is None else linger
         short_poll = False
+        # offsets of applied batches not committed yet, and when the last commit was
+        uncommitted: dict[TopicPartition, int] = {}
+        committed_at = time.monotonic()
         try:
             while not stop.is_set():
                 if short_poll and linger > 0:
@@ -628,7 +646,10 @@ class ProjectionRunner:
                     applying_size = len(records)
                 if done is not None:
                     applied, offsets, size = done
-                    await _commit(consumer, offsets)
+                    uncommitted.update(offsets)
+                    if time.monotonic() - committed_at >= self.commit_interval_seconds:
+                        await _commit(consumer, uncommitted)
+                        uncommitted, committed_at = {}, time.monotonic()
                     total += applied
                     if applied:
                         wal_settled = False
@@ -639,6 +660,10 @@ class ProjectionRunner:
                     last_activity = None
                 if records or done is not None:
                     continue
+                if uncommitted:
+                    # a poll found nothing new: where the consumer is goes to the group now
+                    await _commit(consumer, uncommitted)
+                    uncommitted, committed_at = {}, time.monotonic()
                 if not wal_settled:
                     # a poll found nothing new: the burst is over, for now
                     wal_settled = await asyncio.to_thread(self.settle_wal)
@@ -653,6 +678,11 @@ class ProjectionRunner:
                     and time.monotonic() - last_activity > idle_exit_seconds
                 ):
                     return total
+            if uncommitted:
+                # stopped: what was applied is where the group resumes; a broker that
+                # does not answer soon is not waited for (the commit is only a shortcut)
+                with contextlib.suppress(ConsumerStalled):
+                    await _commit(consumer, uncommitted, timeout=STOP_COMMIT_TIMEOUT_SECONDS)
         finally:
             if applying is not None:
                 # a transaction is never left running behind a stopped consumer; its
