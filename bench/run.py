@@ -745,6 +745,7 @@ def summarize_phase(result: dict[str, Any]) -> dict[str, Any]:
     if servers and result["ok"]:
         per_request = {n: 1000 * v * cpu["seconds"] / result["ok"] for n, v in servers.items()}
         result["cpu_ms_per_request"] = sum(per_request.values())
+        result["cpu_ms_by_process"] = {n: round(v, 3) for n, v in per_request.items() if v}
         top = sorted(per_request.items(), key=lambda kv: -kv[1])[:3]
         result["cpu_breakdown"] = ", ".join(f"{n} {v:.1f}" for n, v in top)
     return result
@@ -799,7 +800,10 @@ def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def round_summary(result: dict[str, Any]) -> dict[str, Any]:
     """What a phase keeps of each of its rounds (``rounds`` in the JSON)."""
-    keys = ("throughput", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request", "probe_ms")
+    keys = (
+        "throughput", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request", "cpu_ms_by_process",
+        "probe_ms",
+    )  # fmt: skip
     return {k: result.get(k) for k in keys}
 
 
