@@ -312,6 +312,26 @@ class RelayAndRunnerOnSQLite:
 
 
 class TestRelayAndRunnerOnSQLite(RelayAndRunnerOnSQLite):
+    @staticmethod
+    async def first_note_applied(relay: OutboxRelay, runner: ProjectionRunner) -> None:
+        """One note relayed, and the running runner (joined, caught up) has applied it."""
+        relay.app.take("patient-0", "first")
+        await relay.run_once()
+        while await asyncio.to_thread(runner.applied_count) < 1:
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    async def trickle(relay: OutboxRelay, runner: ProjectionRunner) -> None:
+        """Twelve more notes relayed 40 ms apart, then applied (13 in all)."""
+        for i in range(12):
+            relay.app.take(f"patient-{i % 3}", f"note {i}")
+            await relay.run_once()
+            await asyncio.sleep(0.04)
+        deadline = asyncio.get_running_loop().time() + 30
+        while await asyncio.to_thread(runner.applied_count) < 13:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+
     def test_a_lingering_projection_takes_a_trickle_in_few_batches(
         self, settings: ServiceSettings, broker: str, topic: str
     ) -> None:
@@ -331,21 +351,10 @@ class TestRelayAndRunnerOnSQLite(RelayAndRunnerOnSQLite):
             stop = asyncio.Event()
             task = asyncio.create_task(runner.run(stop))
             try:
-                relay.app.take("patient-0", "first")
-                await relay.run_once()
-                while await asyncio.to_thread(runner.applied_count) < 1:  # joined, caught up
-                    await asyncio.sleep(0.05)
+                await self.first_note_applied(relay, runner)
                 batches.clear()
-                # twelve events 40 ms apart: without the linger, each poll would
-                # bring one or two of them
-                for i in range(12):
-                    relay.app.take(f"patient-{i % 3}", f"note {i}")
-                    await relay.run_once()
-                    await asyncio.sleep(0.04)
-                deadline = asyncio.get_running_loop().time() + 30
-                while await asyncio.to_thread(runner.applied_count) < 13:
-                    assert asyncio.get_running_loop().time() < deadline
-                    await asyncio.sleep(0.05)
+                # without the linger, each poll would bring one or two of them
+                await self.trickle(relay, runner)
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 15)
@@ -386,22 +395,13 @@ class TestRelayAndRunnerOnSQLite(RelayAndRunnerOnSQLite):
             stop = asyncio.Event()
             task = asyncio.create_task(runner.run(stop))
             try:
-                relay.app.take("patient-0", "first")
-                await relay.run_once()
-                while await asyncio.to_thread(runner.applied_count) < 1:  # joined, caught up
-                    await asyncio.sleep(0.05)
+                await self.first_note_applied(relay, runner)
                 while not commits:  # the first poll that finds nothing commits
                     await asyncio.sleep(0.05)
                 commits.clear()
-                # a trickle, 40 ms apart: a batch every poll or two, never an empty poll
-                for i in range(12):
-                    relay.app.take(f"patient-{i % 3}", f"note {i}")
-                    await relay.run_once()
-                    await asyncio.sleep(0.04)
+                # a batch every poll or two, never an empty poll
+                await self.trickle(relay, runner)
                 deadline = asyncio.get_running_loop().time() + 30
-                while await asyncio.to_thread(runner.applied_count) < 13:
-                    assert asyncio.get_running_loop().time() < deadline
-                    await asyncio.sleep(0.05)
                 during = len(commits)
                 while len(commits) == during:  # the consumer falls idle: it commits
                     assert asyncio.get_running_loop().time() < deadline
